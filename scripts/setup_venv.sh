@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the virtual environment at .venv in the repo root and installs the project into it.
+# torch and torchvision are pinned first so that pip takes the builds that lie on this machine's disk
+# instead of resolving a newer CUDA build from the registry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.himap-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1"
+  .venv/bin/pip install -q -e ".[dev]"
+  touch "$stamp"
+fi
