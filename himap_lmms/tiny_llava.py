@@ -26,18 +26,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-SYSTEM_PROMPT = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
-
-# vicuna_v1, the format of the paper's prompt: "<system> USER: <content> ASSISTANT:".
-VICUNA_CHAT_TEMPLATE = (
-    "{{ bos_token }}" + SYSTEM_PROMPT + "{% for message in messages %}"
-    "{% if message['role'] == 'user' %} USER: {{ message['content'] }}"
-    "{% else %} ASSISTANT: {{ message['content'] }}{{ eos_token }}{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %} ASSISTANT:{% endif %}"
-)
+from himap_lmms.prompting import SYSTEM_PROMPT, VICUNA_CHAT_TEMPLATE
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 

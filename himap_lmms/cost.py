@@ -1,0 +1,51 @@
+"""Prefill FLOPs of a decoder whose sequence shrinks from layer to layer.
+
+Per layer with ``n`` tokens, hidden size ``d`` and FFN width ``m`` (HIMAP.md, "Cost accounting"):
+
+- ``fastv`` convention, used by FastV and the papers that follow it: ``4nd^2 + 2n^2d + 2ndm``;
+- ``swiglu``, what a LLaMA layer really computes with its three FFN matrices: ``4nd^2 + 2n^2d + 3ndm``.
+
+The ratio of a pruned prefill to the same example unpruned is ``sum_l cost(n_l) / (L * cost(n_0))``, with the
+example's real token counts (padding excluded). The counts are multiply-accumulates times two only in the
+sense both conventions share; the ratio is what is compared, and it does not depend on that factor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Convention = Literal["fastv", "swiglu"]
+CONVENTIONS: tuple[Convention, ...] = ("fastv", "swiglu")
+
+
+def layer_flops(tokens: int, hidden: int, intermediate: int, convention: Convention = "fastv") -> float:
+    """FLOPs of one decoder layer over ``tokens`` tokens, by ``convention``."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention={convention!r} is not known: choose one of {', '.join(CONVENTIONS)}")
+    ffn_matrices = 2 if convention == "fastv" else 3
+    n, d, m = float(tokens), float(hidden), float(intermediate)
+    return 4 * n * d * d + 2 * n * n * d + ffn_matrices * n * d * m
+
+
+@dataclass(frozen=True)
+class PrefillCost:
+    """Cost of one example's prefill: FLOPs by the formula and their share of the unpruned prefill."""
+
+    tokens_per_layer: tuple[int, ...]
+    flops: float
+    flops_ratio: float
+    convention: Convention
+
+
+def prefill_cost(
+    tokens_per_layer: Sequence[int], hidden: int, intermediate: int, convention: Convention = "fastv"
+) -> PrefillCost:
+    """Cost of a prefill whose layer ``l`` saw ``tokens_per_layer[l]`` tokens; layer 0 sees the full prompt."""
+    counts = tuple(int(n) for n in tokens_per_layer)
+    if not counts:
+        raise ValueError("tokens_per_layer is empty: a prefill has at least one layer")
+    flops = sum(layer_flops(n, hidden, intermediate, convention) for n in counts)
+    unpruned = len(counts) * layer_flops(counts[0], hidden, intermediate, convention)
+    return PrefillCost(counts, flops, flops / unpruned, convention)

@@ -1,0 +1,23 @@
+"""The paper's prompt format (vicuna_v1), shared by the tiny models and the lmms-eval adapter."""
+
+SYSTEM_PROMPT = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+
+# "<s><system> USER: <content> ASSISTANT:" with string message contents, as in HIMAP.md's reference prompt.
+VICUNA_CHAT_TEMPLATE = (
+    "{{ bos_token }}" + SYSTEM_PROMPT + "{% for message in messages %}"
+    "{% if message['role'] == 'user' %} USER: {{ message['content'] }}"
+    "{% else %} ASSISTANT: {{ message['content'] }}{{ eos_token }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %} ASSISTANT:{% endif %}"
+)
+
+IMAGE_TOKEN = "<image>"
+
+
+def with_image_tokens(content: str, num_images: int) -> str:
+    """Put one ``<image>`` placeholder per image before the text, unless the text already places them."""
+    if num_images == 0 or IMAGE_TOKEN in content:
+        return content
+    return " ".join([IMAGE_TOKEN] * num_images) + "\n" + content

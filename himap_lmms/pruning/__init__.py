@@ -1,0 +1,15 @@
+"""Visual-token pruning for LLaVA on bare transformers models (no lmms-eval import here)."""
+
+from himap_lmms.pruning.config import METHODS, PruneStep, PruningConfig, split_pruning_args
+from himap_lmms.pruning.engine import DecodeState, Generation, PrefillStats, PrunedLlava
+
+__all__ = [
+    "METHODS",
+    "DecodeState",
+    "Generation",
+    "PrefillStats",
+    "PruneStep",
+    "PrunedLlava",
+    "PruningConfig",
+    "split_pruning_args",
+]

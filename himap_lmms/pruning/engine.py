@@ -1,0 +1,300 @@
+"""The pruned LLaVA forward: a decoder loop that drops image tokens between layers.
+
+:class:`PrunedLlava` wraps a transformers ``LlavaForConditionalGeneration`` (or ``LlavaNext...``) without
+changing it. Its prefill is the loop of transformers' ``LlamaModel.forward`` (hidden states, rotary position
+embeddings, mask, KV cache, one call per decoder layer) with one addition: before a pruning layer, image
+tokens are scored from the previous layer's attention (:mod:`himap_lmms.pruning.scoring`) and the sequence is
+compacted to the kept tokens. Kept tokens stay in order and keep their position ids, so RoPE sees the
+positions the unpruned model would. Layers after a step cache only the kept tokens; decoding then runs each
+new token through every layer against whatever that layer cached, so pruning happens once, in the prefill.
+
+Batches are left-padded as transformers pads for generation. Each sample is ranked on its own scores and
+keeps its own budget; when samples end up with different lengths the shorter ones are left-padded again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from himap_lmms.pruning.config import PruningConfig
+from himap_lmms.pruning.scoring import score_image_tokens, select_top
+
+SUPPORTED_ATTENTION = ("sdpa", "eager")
+
+
+@dataclass
+class PrefillStats:
+    """What the prefill did to each sample.
+
+    ``tokens_per_layer[b, l]`` counts the real (non-padding) tokens layer ``l`` processed for sample ``b``;
+    ``kept[s][b]`` holds the prompt positions of the image tokens sample ``b`` kept after step ``s``.
+    """
+
+    tokens_per_layer: torch.Tensor
+    kept: list[list[torch.Tensor]] = field(default_factory=list)
+
+
+@dataclass
+class DecodeState:
+    """Everything decoding needs after the prefill: the cache and, per segment of layers, its valid keys."""
+
+    cache: DynamicCache
+    segment_of_layer: list[int]
+    segment_valid: list[torch.Tensor]
+    position: torch.Tensor
+
+
+@dataclass
+class Generation:
+    """Result of :meth:`PrunedLlava.generate`: new tokens only, plus cost and optional per-step logits."""
+
+    sequences: torch.Tensor
+    stats: PrefillStats
+    prefill_seconds: float
+    total_seconds: float
+    logits: list[torch.Tensor] | None = None
+
+
+class PrunedLlava:
+    """Prefill, decode and greedy/sampled generation of a LLaVA under a :class:`PruningConfig`."""
+
+    def __init__(self, model: PreTrainedModel, config: PruningConfig) -> None:
+        self.model = model
+        self.config = config
+        self.language_model = model.model.language_model
+        config.check_num_layers(len(self.language_model.layers))
+        implementation = self.language_model.config._attn_implementation
+        if implementation not in SUPPORTED_ATTENTION:
+            raise ValueError(
+                f"attn_implementation={implementation!r} is not supported by the pruning engine: "
+                f"use one of {', '.join(SUPPORTED_ATTENTION)}"
+            )
+        # SDPA applies the causal mask itself when given none; eager attention only adds the mask it is given.
+        self._explicit_causal_mask = implementation == "eager"
+        self.image_token_id = model.config.image_token_id
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings with the projected image features written over the image placeholders."""
+        embeds = self.model.get_input_embeddings()(input_ids)
+        if pixel_values is None or pixel_values.numel() == 0:
+            return embeds
+        features = self.model.model.get_image_features(
+            pixel_values=pixel_values.to(embeds.dtype), image_sizes=image_sizes, return_dict=True
+        ).pooler_output
+        features = torch.cat(list(features), dim=0).to(embeds.device, embeds.dtype)
+        mask = self.model.model.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=features)
+        return embeds.masked_scatter(mask, features)
+
+    @torch.no_grad()
+    def prefill(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, DecodeState, PrefillStats]:
+        """Run the prompt through every layer, pruning on the way. Returns last-position logits (float32)."""
+        lm = self.language_model
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        valid = attention_mask.bool()
+        if not bool(valid[:, -1].all()):
+            raise ValueError("attention_mask has right padding: pad prompts on the left (padding_side='left')")
+        hidden = self.embed(input_ids, pixel_values, image_sizes)
+        batch, length = input_ids.shape
+        position_ids = (valid.long().cumsum(-1) - 1).masked_fill(~valid, 0)
+        is_image = (input_ids == self.image_token_id) & valid
+        is_text = _after_last(is_image) & valid
+        source = torch.arange(length, device=input_ids.device).expand(batch, length)
+        num_image = is_image.sum(dim=1).tolist()
+        steps = {step.layer: step for step in self.config.steps}
+
+        cache = DynamicCache(config=lm.config)
+        stats = PrefillStats(tokens_per_layer=torch.empty(batch, len(lm.layers), dtype=torch.long))
+        state = DecodeState(cache=cache, segment_of_layer=[], segment_valid=[valid], position=position_ids[:, -1:])
+        position_embeddings = lm.rotary_emb(hidden, position_ids)
+        mask = self._mask(valid, query_length=length)
+        layer_input = hidden
+        for index, layer in enumerate(lm.layers):
+            step = steps.get(index)
+            if step is not None:
+                scores = score_image_tokens(
+                    step.score,
+                    lm.layers[index - 1],
+                    layer_input,
+                    cache.layers[index - 1].keys,
+                    position_embeddings,
+                    valid,
+                    is_image,
+                    is_text,
+                )
+                budget = torch.tensor([step.budget(n) for n in num_image], device=valid.device)
+                keep = (valid & ~is_image) | select_top(scores, is_image, budget)
+                order = _compact_order(keep)
+                hidden = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))
+                position_ids, is_image, is_text, source = (
+                    t.gather(1, order) for t in (position_ids, is_image, is_text, source)
+                )
+                valid = keep.gather(1, order)
+                is_image, is_text = is_image & valid, is_text & valid
+                stats.kept.append([source[b][is_image[b]] for b in range(batch)])
+                state.segment_valid.append(valid)
+                position_embeddings = lm.rotary_emb(hidden, position_ids)
+                mask = self._mask(valid, query_length=valid.shape[1])
+            state.segment_of_layer.append(len(state.segment_valid) - 1)
+            stats.tokens_per_layer[:, index] = valid.sum(dim=1).cpu()
+            layer_input = hidden
+            hidden = layer(
+                hidden,
+                attention_mask=mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=True,
+                position_embeddings=position_embeddings,
+            )
+        return self._logits(hidden), state, stats
+
+    @torch.no_grad()
+    def decode(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one new token per sample (``(batch, 1)``) through the cached layers; returns its logits."""
+        lm = self.language_model
+        hidden = self.model.get_input_embeddings()(tokens)
+        state.position = state.position + 1
+        position_embeddings = lm.rotary_emb(hidden, state.position)
+        new_key = torch.ones_like(tokens, dtype=torch.bool)
+        state.segment_valid = [torch.cat([valid, new_key], dim=1) for valid in state.segment_valid]
+        masks = [self._mask(valid, query_length=1) for valid in state.segment_valid]
+        for index, layer in enumerate(lm.layers):
+            hidden = layer(
+                hidden,
+                attention_mask=masks[state.segment_of_layer[index]],
+                position_ids=state.position,
+                cache=state.cache,
+                use_cache=True,
+                position_embeddings=position_embeddings,
+            )
+        return self._logits(hidden)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
+        *,
+        max_new_tokens: int = 32,
+        eos_token_id: int | list[int] | None = None,
+        pad_token_id: int | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        return_logits: bool = False,
+    ) -> Generation:
+        """Prefill once, then decode with the KV cache until every sample hit EOS or ``max_new_tokens``.
+
+        Finished samples are filled with ``pad_token_id`` (EOS if unset), as transformers' ``generate`` does.
+        ``prefill_seconds`` is the time to the first new token; both times synchronise the GPU.
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+        eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id or [])
+        eos = eos.to(input_ids.device)
+        pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos.numel() else 0)
+        start = _now(input_ids.device)
+        logits, state, stats = self.prefill(input_ids, attention_mask, pixel_values, image_sizes)
+        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        new_tokens, step_logits = [], []
+        prefill_seconds = 0.0
+        for step in range(max_new_tokens):
+            if return_logits:
+                step_logits.append(logits)
+            token = _next_token(logits, do_sample, temperature, top_p, generator)
+            token = token.masked_fill(finished, pad)
+            new_tokens.append(token)
+            if step == 0:
+                prefill_seconds = _now(input_ids.device) - start
+            finished |= torch.isin(token, eos)
+            if bool(finished.all()) or step == max_new_tokens - 1:
+                break
+            logits = self.decode(state, token[:, None])
+        return Generation(
+            sequences=torch.stack(new_tokens, dim=1),
+            stats=stats,
+            prefill_seconds=prefill_seconds,
+            total_seconds=_now(input_ids.device) - start,
+            logits=step_logits if return_logits else None,
+        )
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        last = self.language_model.norm(hidden[:, -1:])
+        return self.model.lm_head(last)[:, -1].float()
+
+    def _mask(self, valid: torch.Tensor, query_length: int) -> torch.Tensor | None:
+        """Additive ``(batch, 1, q, kv)`` mask for the last ``query_length`` of ``kv`` positions, or None.
+
+        None (no padding, and a kernel that handles causality itself or a single query) lets SDPA pick its
+        fastest path. Masked entries get the dtype's minimum instead of -inf, so an all-padding query row
+        yields a harmless uniform softmax rather than NaNs.
+        """
+        if bool(valid.all()) and (query_length == 1 or not self._explicit_causal_mask):
+            return None
+        kv = valid.shape[1]
+        keys = torch.arange(kv, device=valid.device)
+        queries = torch.arange(kv - query_length, kv, device=valid.device)
+        allowed = (keys[None, :] <= queries[:, None])[None] & valid[:, None, :]
+        dtype = self.language_model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=valid.device)
+        return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def _after_last(is_image: torch.Tensor) -> torch.Tensor:
+    """True at the positions after each row's last image token (all positions if the row has none)."""
+    length = is_image.shape[1]
+    positions = torch.arange(length, device=is_image.device)
+    last = torch.where(is_image, positions, -1).amax(dim=1)
+    return positions[None, :] > last[:, None]
+
+
+def _compact_order(keep: torch.Tensor) -> torch.Tensor:
+    """Gather index that moves each row's kept positions to the right end, in order (left padding).
+
+    A stable sort on ``keep`` puts dropped positions first and kept ones last, each group in its original
+    order; the last ``max kept`` columns are then the new, left-padded sequence.
+    """
+    order = torch.sort(keep.int(), dim=1, stable=True).indices
+    return order[:, keep.shape[1] - int(keep.sum(dim=1).max()) :]
+
+
+def _next_token(
+    logits: torch.Tensor,
+    do_sample: bool,
+    temperature: float,
+    top_p: float | None,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    probs = (logits / temperature).softmax(dim=-1)
+    if top_p is not None and top_p < 1.0:
+        sorted_probs, sorted_index = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, sorted_index, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

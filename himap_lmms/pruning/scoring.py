@@ -1,0 +1,96 @@
+"""Image-token scores read from a few rows of one layer's attention.
+
+The decoder layers run with the model's own attention kernel (SDPA by default), which never materialises
+the attention probabilities. A score only needs some rows of them at one layer: the text rows for HiMAP's
+shallow step, the image rows for its deep step, the last prompt row for FastV. So after that layer has run,
+:func:`attention_rows` recomputes just those rows: the queries of the chosen positions from the layer's
+input, and the keys the layer has just written to the KV cache. That is ``rows x n`` work instead of
+``n x n``, and no change to any layer's kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+from himap_lmms.pruning.config import Score
+
+
+def attention_rows(
+    layer: nn.Module,
+    layer_input: torch.Tensor,
+    rows: torch.Tensor,
+    keys: torch.Tensor,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor],
+    valid: torch.Tensor,
+) -> torch.Tensor:
+    """Head-averaged attention probabilities of query positions ``rows`` in decoder layer ``layer``.
+
+    Args:
+        layer: a Llama-style decoder layer (``input_layernorm``, ``self_attn.q_proj``).
+        layer_input: ``(batch, n, hidden)``, the hidden states that entered the layer.
+        rows: ``(r,)`` query positions (shared by the batch; pick a superset and weight rows later).
+        keys: ``(batch, kv_heads, n, head_dim)``, the layer's post-RoPE keys (from its KV cache).
+        position_embeddings: the ``(cos, sin)`` the layer ran with, each ``(batch, n, head_dim)``.
+        valid: ``(batch, n)``, False on padding.
+
+    Returns:
+        ``(batch, r, n)`` float32 probabilities with the causal and padding masks applied.
+    """
+    attn = layer.self_attn
+    batch = layer_input.shape[0]
+    hidden = layer.input_layernorm(layer_input[:, rows])
+    query = attn.q_proj(hidden).view(batch, rows.numel(), -1, attn.head_dim).transpose(1, 2)
+    cos, sin = (t[:, rows] for t in position_embeddings)
+    query, _ = apply_rotary_pos_emb(query, query, cos, sin)
+    keys = repeat_kv(keys, attn.num_key_value_groups)
+    logits = torch.matmul(query.float(), keys.float().transpose(-1, -2)) * attn.scaling
+    columns = torch.arange(keys.shape[-2], device=keys.device)
+    allowed = (columns[None, :] <= rows[:, None])[None] & valid[:, None, :]
+    logits = logits.masked_fill(~allowed[:, None], torch.finfo(logits.dtype).min)
+    return logits.softmax(dim=-1).mean(dim=1)
+
+
+def score_image_tokens(
+    kind: Score,
+    layer: nn.Module,
+    layer_input: torch.Tensor,
+    keys: torch.Tensor,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor],
+    valid: torch.Tensor,
+    is_image: torch.Tensor,
+    is_text: torch.Tensor,
+) -> torch.Tensor:
+    """``(batch, n)`` score of every key position; only the image positions' scores are used.
+
+    - ``instruction`` (HiMAP shallow, phi_sh): attention each token receives from the text rows.
+    - ``visual`` (HiMAP deep, phi_dp): attention each token receives from the image rows.
+    - ``last_token`` (FastV): attention each token receives from the last prompt position.
+    """
+    n = valid.shape[1]
+    if kind == "last_token":
+        rows = torch.tensor([n - 1], device=valid.device)
+        row_weight = valid[:, rows]
+    else:
+        group = is_text if kind == "instruction" else is_image
+        present = group.any(dim=0).nonzero().flatten()
+        if present.numel() == 0:
+            return torch.zeros(valid.shape, dtype=torch.float32, device=valid.device)
+        rows = torch.arange(int(present[0]), int(present[-1]) + 1, device=valid.device)
+        row_weight = group[:, rows]
+    probs = attention_rows(layer, layer_input, rows, keys, position_embeddings, valid)
+    return torch.einsum("br,brn->bn", row_weight.float(), probs)
+
+
+def select_top(scores: torch.Tensor, candidates: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+    """Mark the ``budget[b]`` best-scored candidate positions of each row.
+
+    Ties are broken towards the lower position (a stable descending sort keeps positional order among
+    equal scores), so the choice is deterministic across runs and batch compositions.
+    """
+    masked = scores.masked_fill(~candidates, float("-inf"))
+    order = torch.sort(masked, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    return (rank < budget[:, None]) & candidates

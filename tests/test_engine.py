@@ -1,0 +1,269 @@
+"""The pruning engine against transformers' own generate and against a slow reference written from the spec."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import QUESTIONS, draw_image, encode
+from transformers import LlavaForConditionalGeneration
+
+from himap_lmms.cost import layer_flops, prefill_cost
+from himap_lmms.pruning import PrunedLlava, PruningConfig
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def eager64(tiny_llava_dir) -> LlavaForConditionalGeneration:
+    return LlavaForConditionalGeneration.from_pretrained(
+        tiny_llava_dir, dtype=torch.float64, attn_implementation="eager"
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def single(processor) -> dict:
+    return encode(processor, QUESTIONS[:1], [draw_image(0)])
+
+
+def generate(model, config: PruningConfig, inputs: dict, steps: int = STEPS):
+    return PrunedLlava(model, config).generate(**inputs, max_new_tokens=steps, return_logits=True)
+
+
+# --- a slow reference, written from HIMAP.md: eager attention, explicit top-k, no KV cache ----------------
+
+
+def merged_embeddings(model, inputs: dict) -> torch.Tensor:
+    """The embeddings transformers' Llava forward hands its language model (image features scattered in)."""
+    captured = {}
+
+    def grab(module, args, kwargs):
+        captured["embeds"] = kwargs["inputs_embeds"]
+
+    handle = model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
+    with torch.no_grad():
+        model(**inputs)
+    handle.remove()
+    return captured["embeds"]
+
+
+def run_layers(model, hidden, positions, layers) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-sequence eager forward through ``layers``; returns hidden states and the last layer's attention."""
+    lm = model.model.language_model
+    n = hidden.shape[1]
+    mask = torch.full((n, n), torch.finfo(hidden.dtype).min, dtype=hidden.dtype).triu(1)[None, None]
+    embeddings = lm.rotary_emb(hidden, positions[None])
+    captured = {}
+    for index in layers:
+        layer = lm.layers[index]
+        handle = layer.self_attn.register_forward_hook(lambda m, a, out: captured.update(attn=out[1]))
+        hidden = layer(hidden, attention_mask=mask, position_ids=positions[None], position_embeddings=embeddings)
+        handle.remove()
+    return hidden, captured.get("attn")
+
+
+def reference_kept(model, inputs: dict, schedule: list[tuple[int, str, int]]) -> list[torch.Tensor]:
+    """Kept image positions after each (layer, score, keep) step, ranking by the spec's formulas."""
+    ids = inputs["input_ids"][0]
+    image = (ids == model.config.image_token_id).nonzero().flatten()
+    text = torch.arange(int(image.max()) + 1, len(ids))
+    index = torch.arange(len(ids))
+    hidden = merged_embeddings(model, inputs)
+    kept, start = [], 0
+    with torch.no_grad():
+        for layer, score, keep in schedule:
+            hidden, attn = run_layers(model, hidden, index, range(start, layer))
+            probs = attn[0].mean(dim=0)
+            where = {int(p): j for j, p in enumerate(index)}
+            image_columns = torch.tensor([where[int(p)] for p in image])
+            if score == "instruction":
+                rows = torch.tensor([where[int(p)] for p in text])
+            elif score == "visual":
+                rows = image_columns
+            else:
+                rows = torch.tensor([len(index) - 1])
+            scores = probs.index_select(0, rows).index_select(1, image_columns).sum(dim=0)
+            image = image[scores.topk(keep).indices.sort().values]
+            survivors = torch.tensor(sorted(set(range(len(index))) - set(image_columns.tolist())))
+            survivors = torch.cat([survivors, torch.tensor([where[int(p)] for p in image])]).sort().values
+            hidden, index = hidden.index_select(1, survivors), index.index_select(0, survivors)
+            kept.append(image.clone())
+            start = layer
+    return kept
+
+
+def reference_logits(model, inputs: dict, schedule, kept, generated: torch.Tensor) -> torch.Tensor:
+    """Next-token logits of prompt + ``generated`` by a full recompute with the kept sets fixed."""
+    ids = inputs["input_ids"][0]
+    image = (ids == model.config.image_token_id).nonzero().flatten().tolist()
+    hidden = torch.cat([merged_embeddings(model, inputs), model.get_input_embeddings()(generated[None])], dim=1)
+    index = torch.arange(hidden.shape[1])
+    boundaries = [layer for layer, _, _ in schedule] + [model.config.text_config.num_hidden_layers]
+    start = 0
+    with torch.no_grad():
+        for step, stop in enumerate(boundaries):
+            hidden, _ = run_layers(model, hidden, index, range(start, stop))
+            if step < len(kept):
+                dropped = set(image) - set(kept[step].tolist())
+                survivors = torch.tensor([j for j, p in enumerate(index.tolist()) if p not in dropped])
+                hidden, index = hidden.index_select(1, survivors), index.index_select(0, survivors)
+            start = stop
+        lm = model.model.language_model
+        return model.lm_head(lm.norm(hidden[:, -1:]))[0, -1].float()
+
+
+# --- 1. method=none is transformers' generate -------------------------------------------------------------
+
+
+def test_none_matches_transformers_generate(model64, single) -> None:
+    reference = model64.generate(
+        **single, max_new_tokens=STEPS, do_sample=False, output_logits=True, return_dict_in_generate=True
+    )
+    ours = generate(model64, PruningConfig.none(), single)
+    assert ours.sequences.tolist() == reference.sequences[:, -STEPS:].tolist()
+    for our_logits, their_logits in zip(ours.logits, reference.logits, strict=True):
+        torch.testing.assert_close(our_logits, their_logits.float(), rtol=0, atol=1e-6)
+
+
+def test_none_matches_transformers_generate_on_a_padded_batch(model64, processor) -> None:
+    inputs = encode(processor, QUESTIONS[:2], [draw_image(0), draw_image(1)])
+    assert not bool(inputs["attention_mask"].all()), "the prompts should need padding"
+    reference = model64.generate(
+        **inputs, max_new_tokens=STEPS, do_sample=False, output_logits=True, return_dict_in_generate=True
+    )
+    ours = generate(model64, PruningConfig.none(), inputs)
+    assert ours.sequences.tolist() == reference.sequences[:, -STEPS:].tolist()
+    for our_logits, their_logits in zip(ours.logits, reference.logits, strict=True):
+        torch.testing.assert_close(our_logits, their_logits.float(), rtol=0, atol=1e-6)
+
+
+# --- 2. pruning nothing is vanilla ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        PruningConfig.himap(keep1=576, keep2=576),
+        PruningConfig.himap(ratio1=1.0, ratio2=1.0),
+        PruningConfig.fastv(keep=576),
+        PruningConfig.fastv(ratio=1.0),
+    ],
+    ids=["himap-keep", "himap-ratio", "fastv-keep", "fastv-ratio"],
+)
+def test_keeping_every_image_token_equals_vanilla(model64, single, config) -> None:
+    vanilla = generate(model64, PruningConfig.none(), single)
+    pruned = generate(model64, config, single)
+    assert torch.equal(pruned.sequences, vanilla.sequences)
+    for ours, theirs in zip(pruned.logits, vanilla.logits, strict=True):
+        assert torch.equal(ours, theirs)
+
+
+# --- 3. the engine agrees with the slow reference ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "schedule"),
+    [
+        (PruningConfig.himap(k1=2, keep1=288, k2=8, keep2=72), [(2, "instruction", 288), (8, "visual", 72)]),
+        (PruningConfig.himap(k1=3, keep1=100, k2=5, keep2=30), [(3, "instruction", 100), (5, "visual", 30)]),
+        (PruningConfig.fastv(k=2, keep=144), [(2, "last_token", 144)]),
+    ],
+    ids=["himap-reference", "himap-other-layers", "fastv"],
+)
+def test_engine_matches_slow_reference(model64, eager64, single, config, schedule) -> None:
+    ours = generate(model64, config, single, steps=STEPS)
+    kept = reference_kept(eager64, single, schedule)
+    assert len(ours.stats.kept) == len(kept)
+    for engine_kept, reference in zip(ours.stats.kept, kept):
+        assert engine_kept[0].tolist() == reference.tolist()
+    for step in range(STEPS):
+        expected = reference_logits(eager64, single, schedule, kept, ours.sequences[0, :step])
+        # both sides are float64 computations rounded to float32 logits: one float32 ulp apart at most
+        torch.testing.assert_close(ours.logits[step][0], expected, rtol=0, atol=1e-6)
+        assert int(ours.sequences[0, step]) == int(expected.argmax())
+
+
+# --- 4. a padded batch equals running the samples one by one ----------------------------------------------
+
+
+@pytest.mark.parametrize("config", [PruningConfig.himap(), PruningConfig.fastv()], ids=["himap", "fastv"])
+def test_batch_equals_one_by_one(model64, processor, config) -> None:
+    images = [draw_image(seed) for seed in range(3)]
+    batch = encode(processor, QUESTIONS, images)
+    together = generate(model64, config, batch)
+    padding = (batch["attention_mask"] == 0).sum(dim=1).tolist()
+    for b, (question, image) in enumerate(zip(QUESTIONS, images)):
+        alone = generate(model64, config, encode(processor, [question], [image]))
+        assert together.sequences[b].tolist() == alone.sequences[0].tolist()
+        for step in range(STEPS):
+            torch.testing.assert_close(together.logits[step][b], alone.logits[step][0], rtol=0, atol=1e-8)
+        for step_kept_batch, step_kept_alone in zip(together.stats.kept, alone.stats.kept, strict=True):
+            assert (step_kept_batch[b] - padding[b]).tolist() == step_kept_alone[0].tolist()
+        assert together.stats.tokens_per_layer[b].tolist() == alone.stats.tokens_per_layer[0].tolist()
+
+
+def test_prompt_without_image_is_not_pruned(model64, processor) -> None:
+    batch = encode(processor, QUESTIONS[:2], [None, draw_image(1)])
+    result = generate(model64, PruningConfig.himap(), batch)
+    text_only = int(batch["attention_mask"][0].sum())
+    assert result.stats.tokens_per_layer[0].tolist() == [text_only] * 12
+    assert result.stats.kept[0][0].numel() == 0
+    alone = generate(model64, PruningConfig.himap(), encode(processor, QUESTIONS[:1], [None]))
+    torch.testing.assert_close(result.logits[0][0], alone.logits[0][0], rtol=0, atol=1e-8)
+
+
+def test_several_images_are_ranked_together(model64, processor) -> None:
+    question = "<image>\n<image>\n" + QUESTIONS[0]
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+    )
+    inputs = processor(
+        images=[draw_image(3), draw_image(4)], text=[prompt], return_tensors="pt", add_special_tokens=False
+    )
+    inputs = dict(inputs.to("cpu", torch.float64))
+    result = generate(model64, PruningConfig.himap(keep1=288, keep2=72), inputs)
+    image_positions = (inputs["input_ids"][0] == model64.config.image_token_id).nonzero().flatten()
+    assert image_positions.numel() == 1152
+    assert [kept[0].numel() for kept in result.stats.kept] == [288, 72]
+    assert set(result.stats.kept[0][0].tolist()) <= set(image_positions.tolist())
+
+
+def test_budget_larger_than_the_image_keeps_it_whole(model64, single) -> None:
+    vanilla = generate(model64, PruningConfig.none(), single)
+    result = generate(model64, PruningConfig.fastv(keep=1000), single)
+    prompt = int(single["attention_mask"].sum())
+    assert result.stats.tokens_per_layer[0].tolist() == [prompt] * 12
+    assert torch.equal(result.logits[0], vanilla.logits[0])
+
+
+# --- 5. the schedule and the FLOPs --------------------------------------------------------------------------
+
+
+def test_sequence_lengths_follow_the_schedule_and_flops_match_a_hand_count(model64, single) -> None:
+    result = generate(model64, PruningConfig.himap(k1=2, keep1=288, k2=8, keep2=72), single, steps=1)
+    prompt = int(single["attention_mask"].sum())
+    text = prompt - 576
+    assert text > 30
+    n0, n1, n2 = prompt, text + 288, text + 72
+    assert result.stats.tokens_per_layer[0].tolist() == [n0] * 2 + [n1] * 6 + [n2] * 4
+
+    d, m = 64, 128
+    hand = 2 * (4 * n0 * d * d + 2 * n0**2 * d + 2 * n0 * d * m)
+    hand += 6 * (4 * n1 * d * d + 2 * n1**2 * d + 2 * n1 * d * m)
+    hand += 4 * (4 * n2 * d * d + 2 * n2**2 * d + 2 * n2 * d * m)
+    expected = [n0] * 2 + [n1] * 6 + [n2] * 4
+    cost = prefill_cost(expected, hidden=d, intermediate=m, convention="fastv")
+    assert cost.flops == hand
+    assert cost.flops_ratio == pytest.approx(hand / (12 * (4 * n0 * d * d + 2 * n0**2 * d + 2 * n0 * d * m)))
+    swiglu = prefill_cost(expected, hidden=d, intermediate=m, convention="swiglu")
+    assert swiglu.flops - cost.flops == pytest.approx(sum(n * d * m for n in expected))
+
+
+def test_reference_setting_at_the_7b_shape_is_about_a_third() -> None:
+    """HIMAP.md: with ~74 non-image tokens, 2/288 + 8/72 on LLaVA-1.5-7B leaves 31-33 % of the prefill FLOPs."""
+    text, d, m = 74, 4096, 11008
+    tokens = [text + 576] * 2 + [text + 288] * 6 + [text + 72] * 24
+    assert 0.31 <= prefill_cost(tokens, d, m).flops_ratio <= 0.33
+    quarter = [text + 576] * 2 + [text + 144] * 6 + [text + 36] * 24
+    assert prefill_cost(quarter, d, m).flops_ratio == pytest.approx(0.25, abs=0.01)
+    with pytest.raises(ValueError, match="convention='exact' is not known"):
+        layer_flops(10, d, m, convention="exact")
