@@ -1,0 +1,359 @@
+"""``himap_llava``: the lmms-eval adapter around :class:`~himap_lmms.pruning.PrunedLlava`.
+
+One class serves ``method=none``, ``fastv`` and ``himap`` so that every comparison runs in the same harness,
+with the same prompts, batching and decoding. Like lmms-eval's own ``llava_hf`` it only turns ``Instance``
+requests into model calls; unlike it, it batches (``batch_size > 1``, left padding, each sample pruned on its
+own scores).
+
+Cost is recorded for every example: the real token count each layer processed, prefill FLOPs by the formula
+of :mod:`himap_lmms.cost` and their ratio to the same example unpruned, prefill time (time to first token)
+and total generation time. Batch times are split evenly over the batch's examples. Means go into the
+results JSON under ``throughput`` through lmms-eval's own metric log (``avg_flops_ratio``, ``avg_latency``,
+``avg_prefill_s``, and per task ``avg_flops_ratio:<task>`` / ``avg_latency_s:<task>``); with
+``cost_log=<file.jsonl>`` every example's record is also appended to that file as soon as its batch is done.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from lmms_eval import utils
+from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
+from lmms_eval.api.model import lmms
+from lmms_eval.models.model_utils.gen_metrics import log_metrics
+from PIL import Image
+from tqdm import tqdm
+from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+
+from himap_lmms.cost import CONVENTIONS, prefill_cost
+from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, with_image_tokens
+from himap_lmms.pruning import PrunedLlava, PruningConfig, split_pruning_args
+
+MODEL_CLASSES = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNextForConditionalGeneration}
+CHAT_TEMPLATES = {"vicuna_v1": VICUNA_CHAT_TEMPLATE}
+
+
+@dataclass(frozen=True)
+class ExampleCost:
+    """One example's cost record (a line of ``cost_log``)."""
+
+    task: str
+    doc_id: int
+    method: str
+    tokens_per_layer: list[int]
+    flops: float
+    flops_ratio: float
+    flops_convention: str
+    prefill_s: float
+    latency_s: float
+    new_tokens: int
+
+
+class HimapLlava(lmms):
+    """LLaVA / LLaVA-NeXT (transformers classes) with visual-token pruning, for ``lmms-eval --model himap_llava``.
+
+    Pruning arguments (``method``, ``k``, ``keep``, ``ratio``, ``k1``, ``keep1``, ``ratio1``, ``k2``,
+    ``keep2``, ``ratio2``) are those of :meth:`PruningConfig.from_args`. ``chat_template`` is ``vicuna_v1``
+    (the paper's prompt, default), ``model`` (the processor's own template) or a Jinja string.
+    """
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str = "llava-hf/llava-1.5-7b-hf",
+        method: str = "none",
+        revision: str = "main",
+        device: str | None = None,
+        dtype: str = "auto",
+        batch_size: int | str = 1,
+        attn_implementation: str = "sdpa",
+        device_map: str = "",
+        chat_template: str = "vicuna_v1",
+        flops_convention: str = "fastv",
+        cost_log: str | None = None,
+        max_new_tokens: int = 128,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        pruning_args, unknown = split_pruning_args(kwargs)
+        if unknown:
+            raise ValueError(f"unknown model_args for himap_llava: {', '.join(sorted(unknown))}")
+        self.pruning = PruningConfig.from_args(method, **pruning_args)
+        if flops_convention not in CONVENTIONS:
+            raise ValueError(
+                f"flops_convention={flops_convention!r} is not known: choose one of {', '.join(CONVENTIONS)}"
+            )
+        self.flops_convention = flops_convention
+        self.batch_size_per_gpu = _positive_int("batch_size", batch_size)
+        self.max_new_tokens = _positive_int("max_new_tokens", max_new_tokens)
+        self.cost_log = Path(cost_log) if cost_log else None
+
+        self.accelerator = Accelerator()
+        self._rank = self.accelerator.process_index
+        self._world_size = self.accelerator.num_processes
+        if self._world_size > 1 or device is None:
+            self._device = self.accelerator.device
+        else:
+            self._device = torch.device(device)
+
+        model_type = AutoConfig.from_pretrained(pretrained, revision=revision).model_type
+        if model_type not in MODEL_CLASSES:
+            raise ValueError(
+                f"pretrained={pretrained!r} is a {model_type!r} model; himap_llava supports {', '.join(MODEL_CLASSES)}"
+            )
+        self._model = (
+            MODEL_CLASSES[model_type]
+            .from_pretrained(
+                pretrained,
+                revision=revision,
+                dtype=_torch_dtype(dtype),
+                attn_implementation=attn_implementation,
+                device_map=device_map or None,
+            )
+            .eval()
+        )
+        if not device_map:
+            self._model.to(self._device)
+        self.processor = AutoProcessor.from_pretrained(pretrained, revision=revision)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        self.chat_template = self._resolve_chat_template(chat_template)
+        self.engine = PrunedLlava(self._model, self.pruning)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._model
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
+        """Answer generation requests in batches grouped by generation kwargs, longest prompts first."""
+        collator = utils.Collator(
+            [request.args for request in requests], lambda args: (-len(args[0]), args[0]), grouping=True
+        )
+        progress = tqdm(total=len(requests), disable=self.rank != 0, desc="Model Responding")
+        outputs, costs = [], []
+        for chunk in collator.get_batched(n=self.batch_size, batch_fn=None):
+            contexts, all_gen_kwargs, doc_to_visuals, doc_ids, tasks, splits = zip(*chunk)
+            gen_kwargs = dict(all_gen_kwargs[0])
+            docs = [self.task_dict[task][split][doc_id] for task, split, doc_id in zip(tasks, splits, doc_ids)]
+            visuals = [
+                _images(to_visual(doc), task, doc_id)
+                for to_visual, doc, task, doc_id in zip(doc_to_visuals, docs, tasks, doc_ids)
+            ]
+            if "probe" in gen_kwargs:
+                outputs.extend(self._run_probes(contexts, visuals, docs, gen_kwargs))
+                progress.update(len(chunk))
+                continue
+            inputs = self._encode(contexts, visuals)
+            until = _until(gen_kwargs.pop("until", None), self.tokenizer.decode([self.tokenizer.eos_token_id]))
+            temperature = float(gen_kwargs.get("temperature", 0) or 0)
+            generation = self.engine.generate(
+                **inputs,
+                max_new_tokens=int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)),
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+                do_sample=temperature > 0,
+                temperature=temperature or 1.0,
+                top_p=gen_kwargs.get("top_p"),
+            )
+            texts = self.tokenizer.batch_decode(generation.sequences, skip_special_tokens=True)
+            batch_costs = self._costs(generation, tasks, doc_ids)
+            for text, cost, prompt_tokens in zip(texts, batch_costs, inputs["attention_mask"].sum(dim=1).tolist()):
+                outputs.append(
+                    GenerationResult(
+                        text=_truncate(text, until),
+                        token_counts=TokenCounts(input_tokens=prompt_tokens, output_tokens=cost.new_tokens),
+                    )
+                )
+            self._append_cost_log(batch_costs)
+            costs.extend(batch_costs)
+            progress.update(len(chunk))
+        progress.close()
+        self._log_costs(costs)
+        return collator.get_original(outputs)
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        """Log-probability of each continuation given its (pruned) context.
+
+        The context is prefilled, and pruned, once; the continuation is then fed token by token through the
+        KV cache, exactly as generated tokens are, so the score matches what generation would see.
+        """
+        results = []
+        for context, continuation, doc_to_visual, doc_id, task, split in tqdm(
+            [request.args for request in requests], disable=self.rank != 0, desc="Model Responding"
+        ):
+            doc = self.task_dict[task][split][doc_id]
+            inputs = self._encode([context], [_images(doc_to_visual(doc), task, doc_id)])
+            target = self.tokenizer(continuation, add_special_tokens=False, return_tensors="pt").input_ids
+            target = target.to(self.device)
+            logits, state, _ = self.engine.prefill(**inputs)
+            total, greedy = 0.0, True
+            for index in range(target.shape[1]):
+                token = target[:, index]
+                total += float(logits.log_softmax(dim=-1)[0, token])
+                greedy &= bool(logits.argmax(dim=-1) == token)
+                if index + 1 < target.shape[1]:
+                    logits = self.engine.decode(state, token[:, None])
+            results.append((total, greedy))
+        return results
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
+        raise NotImplementedError("himap_llava does not implement multi-round generation")
+
+    def _resolve_chat_template(self, chat_template: str) -> str:
+        if chat_template == "model":
+            if not self.processor.chat_template:
+                raise ValueError("chat_template=model, but the processor of this checkpoint has no chat template")
+            return self.processor.chat_template
+        return CHAT_TEMPLATES.get(chat_template, chat_template)
+
+    def _encode(self, contexts: tuple[str, ...], visuals: list[list[Image.Image]]) -> dict[str, torch.Tensor]:
+        """Chat-formatted, left-padded model inputs for a batch, on the model's device and dtype."""
+        prompts = [
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": with_image_tokens(context, len(images))}],
+                chat_template=self.chat_template,
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            for context, images in zip(contexts, visuals)
+        ]
+        images = [image for sample in visuals for image in sample]
+        inputs = self.processor(
+            images=images or None, text=prompts, return_tensors="pt", padding=True, add_special_tokens=False
+        )
+        return dict(inputs.to(self.device, self.model.dtype))
+
+    def _costs(self, generation: Any, tasks: tuple[str, ...], doc_ids: tuple[int, ...]) -> list[ExampleCost]:
+        text_config = self.model.config.get_text_config()
+        batch = len(tasks)
+        costs = []
+        for b, (task, doc_id) in enumerate(zip(tasks, doc_ids)):
+            cost = prefill_cost(
+                generation.stats.tokens_per_layer[b].tolist(),
+                text_config.hidden_size,
+                text_config.intermediate_size,
+                self.flops_convention,
+            )
+            costs.append(
+                ExampleCost(
+                    task=task,
+                    doc_id=int(doc_id),
+                    method=self.pruning.describe(),
+                    tokens_per_layer=list(cost.tokens_per_layer),
+                    flops=cost.flops,
+                    flops_ratio=cost.flops_ratio,
+                    flops_convention=cost.convention,
+                    prefill_s=generation.prefill_seconds / batch,
+                    latency_s=generation.total_seconds / batch,
+                    new_tokens=int((generation.sequences[b] != self.tokenizer.pad_token_id).sum()),
+                )
+            )
+        return costs
+
+    def _append_cost_log(self, costs: list[ExampleCost]) -> None:
+        """Append records at once, so an interrupted run keeps what it measured."""
+        if self.cost_log is None:
+            return
+        path = self.cost_log.with_name(f"{self.cost_log.stem}.rank{self.rank}{self.cost_log.suffix}")
+        path = self.cost_log if self.world_size == 1 else path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            for cost in costs:
+                handle.write(json.dumps(asdict(cost)) + "\n")
+
+    def _log_costs(self, costs: list[ExampleCost]) -> None:
+        """Hand per-example costs to lmms-eval's metric log; rank 0 writes the results, so it logs all ranks'."""
+        if self.world_size > 1:
+            costs = gather_object(costs)
+            if self.rank != 0:
+                return
+        for cost in costs:
+            log_metrics(
+                total_elapsed_time=cost.latency_s,
+                total_gen_tokens=cost.new_tokens,
+                avg_speed=cost.new_tokens / cost.latency_s if cost.latency_s > 0 else 0.0,
+                additional_metrics={
+                    "total_requests": 1,
+                    "flops_ratio": cost.flops_ratio,
+                    "prefill_s": cost.prefill_s,
+                    f"flops_ratio:{cost.task}": cost.flops_ratio,
+                    f"latency_s:{cost.task}": cost.latency_s,
+                },
+            )
+
+    def _run_probes(
+        self,
+        contexts: tuple[str, ...],
+        visuals: list[list[Image.Image]],
+        docs: list[dict],
+        gen_kwargs: dict[str, Any],
+    ) -> list[str]:
+        """Probe tasks (``probe: saliency`` / ``probe: disruption`` in generation_kwargs), one sample at a time."""
+        from himap_lmms.probes.requests import run_probe_request
+
+        return [
+            run_probe_request(self.model, self.processor, self._encode((context,), [images]), gen_kwargs, doc)
+            for context, images, doc in zip(contexts, visuals, docs)
+        ]
+
+
+def _images(visual: Any, task: str, doc_id: int) -> list[Image.Image]:
+    """The doc's visuals as a list of RGB images; anything else is an error naming the doc."""
+    visual = [] if visual is None else visual if isinstance(visual, list) else [visual]
+    for item in visual:
+        if not isinstance(item, Image.Image):
+            raise ValueError(
+                f"task {task!r} doc {doc_id}: himap_llava takes images, got a {type(item).__name__} visual"
+            )
+    return [image.convert("RGB") for image in visual]
+
+
+def _until(until: str | list[str] | None, eos: str) -> list[str]:
+    if until is None:
+        return [eos]
+    if isinstance(until, str):
+        return [until]
+    if isinstance(until, list) and all(isinstance(stop, str) for stop in until):
+        return until
+    raise ValueError(f"gen_kwargs until={until!r} must be a string or a list of strings")
+
+
+def _truncate(text: str, until: list[str]) -> str:
+    for stop in until:
+        if stop:
+            text = text.split(stop)[0]
+    return text
+
+
+def _torch_dtype(dtype: str) -> torch.dtype | str:
+    if dtype == "auto":
+        return "auto"
+    value = getattr(torch, str(dtype), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"dtype={dtype!r} is not a torch dtype (try auto, float32, float16, bfloat16)")
+    return value
+
+
+def _positive_int(name: str, value: int | str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+    if number < 1:
+        raise ValueError(f"{name}={value!r} must be >= 1")
+    return number
