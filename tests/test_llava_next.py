@@ -1,0 +1,121 @@
+"""LLaVA-NeXT: image-token counts vary with the image, so budgets given as ratios follow each sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import QUESTIONS, draw_image
+from transformers import (
+    AutoProcessor,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessor,
+    LlavaNextProcessor,
+)
+
+from himap_lmms.lmms_model import HimapLlava
+from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE
+from himap_lmms.pruning import PrunedLlava, PruningConfig
+from himap_lmms.tiny_llava import build_tokenizer
+
+PINPOINTS = [[56, 112], [112, 56], [112, 112]]
+
+
+@pytest.fixture(scope="module")
+def next_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-layer LLaVA-NeXT with 56 px tiles (16 patches each), saved like a hub checkpoint."""
+    out = tmp_path_factory.mktemp("tiny_llava_next")
+    tokenizer = build_tokenizer(QUESTIONS, 600)
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}, image_grid_pinpoints=PINPOINTS
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=VICUNA_CHAT_TEMPLATE,
+    )
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=56,
+            patch_size=14,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=6,
+            num_attention_heads=4,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=PINPOINTS,
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(0)
+    LlavaNextForConditionalGeneration(config).save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def batch(next_dir: Path) -> dict:
+    processor = AutoProcessor.from_pretrained(next_dir)
+    prompts = [
+        processor.apply_chat_template(
+            [{"role": "user", "content": "<image>\n" + question}], add_generation_prompt=True, tokenize=False
+        )
+        for question in QUESTIONS[:2]
+    ]
+    images = [draw_image(0, 100), draw_image(1, 60).resize((120, 60))]
+    inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return dict(inputs.to("cpu", torch.float64))
+
+
+def test_none_matches_transformers_generate(next_dir, batch) -> None:
+    model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, dtype=torch.float64).eval()
+    reference = model.generate(
+        **batch, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True
+    )
+    ours = PrunedLlava(model, PruningConfig.none()).generate(**batch, max_new_tokens=3, return_logits=True)
+    assert ours.sequences.tolist() == reference.sequences[:, -3:].tolist()
+    for mine, theirs in zip(ours.logits, reference.logits):
+        torch.testing.assert_close(mine, theirs.float(), rtol=0, atol=1e-6)
+
+
+def test_ratios_follow_each_samples_image_tokens(next_dir, batch) -> None:
+    model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, dtype=torch.float64).eval()
+    images = (batch["input_ids"] == model.config.image_token_id).sum(dim=1).tolist()
+    assert images[0] != images[1], "the two images should give different token counts"
+    result = PrunedLlava(model, PruningConfig.himap(k1=1, ratio1=0.5, k2=3, ratio2=0.125)).generate(
+        **batch, max_new_tokens=1
+    )
+    for b, count in enumerate(images):
+        assert result.stats.kept[0][b].numel() == round(0.5 * count)
+        assert result.stats.kept[1][b].numel() == round(0.125 * count)
+
+
+def test_adapter_loads_llava_next(next_dir) -> None:
+    adapter = HimapLlava(pretrained=str(next_dir), method="himap", k1=1, k2=3, device="cpu", dtype="float32")
+    assert isinstance(adapter.model, LlavaNextForConditionalGeneration)
+    adapter.task_dict = {"toy": {"test": [{"image": draw_image(2, 90)}]}}
+    from lmms_eval.api.instance import Instance
+
+    request = Instance(
+        request_type="generate_until",
+        arguments=(QUESTIONS[0], {"max_new_tokens": 2}, lambda doc: [doc["image"]], 0, "toy", "test"),
+        idx=0,
+        metadata={"task": "toy", "doc_id": 0, "repeats": 1},
+    )
+    (result,) = adapter.generate_until([request])
+    assert result.token_counts.input_tokens > 16
