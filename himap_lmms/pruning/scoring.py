@@ -36,13 +36,16 @@ def attention_rows(
         valid: ``(batch, n)``, False on padding.
 
     Returns:
-        ``(batch, r, n)`` float32 probabilities with the causal and padding masks applied.
+        ``(batch, r, n)`` float32 probabilities with the causal and padding masks applied, on the layer's
+        device (with ``device_map="auto"`` the layer may sit on another GPU than the loop's tensors).
     """
     attn = layer.self_attn
     batch = layer_input.shape[0]
+    device = keys.device  # no-op on one device; under device_map="auto" the layer's own GPU
+    rows, valid, layer_input = rows.to(device), valid.to(device), layer_input.to(device)
     hidden = layer.input_layernorm(layer_input[:, rows])
     query = attn.q_proj(hidden).view(batch, rows.numel(), -1, attn.head_dim).transpose(1, 2)
-    cos, sin = (t[:, rows] for t in position_embeddings)
+    cos, sin = (t.to(device)[:, rows] for t in position_embeddings)
     query, _ = apply_rotary_pos_emb(query, query, cos, sin)
     keys = repeat_kv(keys, attn.num_key_value_groups)
     logits = torch.matmul(query.float(), keys.float().transpose(-1, -2)) * attn.scaling
@@ -79,7 +82,7 @@ def score_image_tokens(
             return torch.zeros(valid.shape, dtype=torch.float32, device=valid.device)
         rows = torch.arange(int(present[0]), int(present[-1]) + 1, device=valid.device)
         row_weight = group[:, rows]
-    probs = attention_rows(layer, layer_input, rows, keys, position_embeddings, valid)
+    probs = attention_rows(layer, layer_input, rows, keys, position_embeddings, valid).to(valid.device)
     return torch.einsum("br,brn->bn", row_weight.float(), probs)
 
 
