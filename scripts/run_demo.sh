@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The main job of the README: vanilla, FastV and HiMAP on the bundled testbed LLaVA and its held-out
+# ScienceQA-IMG-schema split, through stock lmms-eval, ending in the leaderboard table (results/leaderboard.md).
+# Offline and CPU-only; pass sweep options to change it, e.g. --presets vanilla,himap_ref --limit 50.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_venv.sh
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+exec .venv/bin/python scripts/sweep.py --model testbed --presets vanilla,fastv_50,fastv_75,himap_ref,himap_25 \
+  --tasks scienceqa_img_himap_local --batch-size 8 "$@"
