@@ -20,10 +20,17 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from himap_lmms.llava_forward import (
+    additive_mask,
+    causal_allowed,
+    check_attention,
+    embed_multimodal,
+    language_model_of,
+    last_token_logits,
+    position_ids_of,
+)
 from himap_lmms.pruning.config import PruningConfig
 from himap_lmms.pruning.scoring import score_image_tokens, select_top
-
-SUPPORTED_ATTENTION = ("sdpa", "eager")
 
 
 @dataclass
@@ -65,34 +72,12 @@ class PrunedLlava:
     def __init__(self, model: PreTrainedModel, config: PruningConfig) -> None:
         self.model = model
         self.config = config
-        self.language_model = model.model.language_model
+        self.language_model = language_model_of(model)
         config.check_num_layers(len(self.language_model.layers))
-        implementation = self.language_model.config._attn_implementation
-        if implementation not in SUPPORTED_ATTENTION:
-            raise ValueError(
-                f"attn_implementation={implementation!r} is not supported by the pruning engine: "
-                f"use one of {', '.join(SUPPORTED_ATTENTION)}"
-            )
+        check_attention(model, "the pruning engine")
         # SDPA applies the causal mask itself when given none; eager attention only adds the mask it is given.
-        self._explicit_causal_mask = implementation == "eager"
+        self._explicit_causal_mask = self.language_model.config._attn_implementation == "eager"
         self.image_token_id = model.config.image_token_id
-
-    def embed(
-        self,
-        input_ids: torch.Tensor,
-        pixel_values: torch.Tensor | None = None,
-        image_sizes: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Token embeddings with the projected image features written over the image placeholders."""
-        embeds = self.model.get_input_embeddings()(input_ids)
-        if pixel_values is None or pixel_values.numel() == 0:
-            return embeds
-        features = self.model.model.get_image_features(
-            pixel_values=pixel_values.to(embeds.dtype), image_sizes=image_sizes, return_dict=True
-        ).pooler_output
-        features = torch.cat(list(features), dim=0).to(embeds.device, embeds.dtype)
-        mask = self.model.model.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=features)
-        return embeds.masked_scatter(mask, features)
 
     @torch.no_grad()
     def prefill(
@@ -109,9 +94,9 @@ class PrunedLlava:
         valid = attention_mask.bool()
         if not bool(valid[:, -1].all()):
             raise ValueError("attention_mask has right padding: pad prompts on the left (padding_side='left')")
-        hidden = self.embed(input_ids, pixel_values, image_sizes)
+        hidden = embed_multimodal(self.model, input_ids, pixel_values, image_sizes)
         batch, length = input_ids.shape
-        position_ids = (valid.long().cumsum(-1) - 1).masked_fill(~valid, 0)
+        position_ids = position_ids_of(valid)
         is_image = (input_ids == self.image_token_id) & valid
         is_text = _after_last(is_image) & valid
         source = torch.arange(length, device=input_ids.device).expand(batch, length)
@@ -237,25 +222,17 @@ class PrunedLlava:
         )
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        last = self.language_model.norm(hidden[:, -1:])
-        return self.model.lm_head(last)[:, -1].float()
+        return last_token_logits(self.model, hidden).float()
 
     def _mask(self, valid: torch.Tensor, query_length: int) -> torch.Tensor | None:
         """Additive ``(batch, 1, q, kv)`` mask for the last ``query_length`` of ``kv`` positions, or None.
 
         None (no padding, and a kernel that handles causality itself or a single query) lets SDPA pick its
-        fastest path. Masked entries get the dtype's minimum instead of -inf, so an all-padding query row
-        yields a harmless uniform softmax rather than NaNs.
+        fastest path.
         """
         if bool(valid.all()) and (query_length == 1 or not self._explicit_causal_mask):
             return None
-        kv = valid.shape[1]
-        keys = torch.arange(kv, device=valid.device)
-        queries = torch.arange(kv - query_length, kv, device=valid.device)
-        allowed = (keys[None, :] <= queries[:, None])[None] & valid[:, None, :]
-        dtype = self.language_model.dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=valid.device)
-        return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+        return additive_mask(causal_allowed(valid, query_length), self.language_model.dtype)
 
 
 def _after_last(is_image: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,74 @@
+"""Pieces of transformers' LLaVA forward that the pruning engine and the probes both rebuild around.
+
+Both run the decoder layers themselves (the engine to drop tokens between layers, the probes to choose each
+layer's mask), so both need what ``LlavaModel.forward`` and ``LlamaModel.forward`` do before and after that
+loop: the merged multimodal embeddings, padding-aware position ids, an explicit mask, the final projection.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+# Kernels that accept an explicit 4D additive mask; FlashAttention takes only padding masks.
+SUPPORTED_ATTENTION = ("sdpa", "eager")
+
+
+def language_model_of(model: PreTrainedModel) -> torch.nn.Module:
+    """The ``LlamaModel``-like decoder of a transformers LLaVA / LLaVA-NeXT."""
+    return model.model.language_model
+
+
+def check_attention(model: PreTrainedModel, purpose: str) -> None:
+    implementation = language_model_of(model).config._attn_implementation
+    if implementation not in SUPPORTED_ATTENTION:
+        raise ValueError(
+            f"attn_implementation={implementation!r} is not supported by {purpose}: "
+            f"use one of {', '.join(SUPPORTED_ATTENTION)}"
+        )
+
+
+def embed_multimodal(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    pixel_values: torch.Tensor | None = None,
+    image_sizes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Token embeddings with the projected image features written over the image placeholders."""
+    embeds = model.get_input_embeddings()(input_ids)
+    if pixel_values is None or pixel_values.numel() == 0:
+        return embeds
+    features = model.model.get_image_features(
+        pixel_values=pixel_values.to(embeds.dtype), image_sizes=image_sizes, return_dict=True
+    ).pooler_output
+    features = torch.cat(list(features), dim=0).to(embeds.device, embeds.dtype)
+    mask = model.model.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=features)
+    return embeds.masked_scatter(mask, features)
+
+
+def position_ids_of(valid: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens (transformers' generate does the same): left padding changes nothing."""
+    return (valid.long().cumsum(dim=-1) - 1).clamp(min=0)
+
+
+def causal_allowed(valid: torch.Tensor, query_length: int) -> torch.Tensor:
+    """``(batch, q, kv)``: which keys each of the last ``query_length`` positions may attend to."""
+    kv = valid.shape[1]
+    keys = torch.arange(kv, device=valid.device)
+    queries = torch.arange(kv - query_length, kv, device=valid.device)
+    return (keys[None, :] <= queries[:, None])[None] & valid[:, None, :]
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(batch, 1, q, kv)`` float mask: 0 where allowed, the dtype's minimum elsewhere.
+
+    The minimum rather than -inf turns a fully masked row (a padding query) into a harmless uniform softmax
+    instead of NaNs; wherever a row has an allowed key, exp() of the minimum is exactly 0.
+    """
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def last_token_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits at the last position only, in the model's dtype: projecting the whole prompt is wasted work."""
+    return model.lm_head(language_model_of(model).norm(hidden[:, -1:]))[:, -1]
