@@ -138,9 +138,7 @@ def build_config(spec: TinyLlavaSpec, tokenizer: PreTrainedTokenizerFast) -> Lla
     )
 
 
-def build_tiny_llava(
-    out_dir: str | Path, spec: TinyLlavaSpec = TinyLlavaSpec(), corpus: Iterable[str] = ()
-) -> Path:
+def build_tiny_llava(out_dir: str | Path, spec: TinyLlavaSpec = TinyLlavaSpec(), corpus: Iterable[str] = ()) -> Path:
     """Write a randomly initialised LLaVA, its tokenizer and its processor to ``out_dir``."""
     out_dir = Path(out_dir)
     tokenizer = build_tokenizer(corpus, spec.vocab_size)

@@ -267,3 +267,15 @@ def test_reference_setting_at_the_7b_shape_is_about_a_third() -> None:
     assert prefill_cost(quarter, d, m).flops_ratio == pytest.approx(0.25, abs=0.01)
     with pytest.raises(ValueError, match="convention='exact' is not known"):
         layer_flops(10, d, m, convention="exact")
+
+
+def test_eager_attention_agrees_with_sdpa(model64, eager64, processor) -> None:
+    """Eager attention only adds the mask it is given, so this covers the engine's explicit causal masks."""
+    batch = encode(processor, QUESTIONS[:2], [draw_image(5), draw_image(6)])
+    sdpa = generate(model64, PruningConfig.himap(), batch)
+    eager = generate(eager64, PruningConfig.himap(), batch)
+    assert torch.equal(sdpa.sequences, eager.sequences)
+    for ours, theirs in zip(sdpa.logits, eager.logits):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    for step_sdpa, step_eager in zip(sdpa.stats.kept, eager.stats.kept):
+        assert [k.tolist() for k in step_sdpa] == [k.tolist() for k in step_eager]

@@ -47,11 +47,15 @@ class PrefillStats:
 
 @dataclass
 class DecodeState:
-    """Everything decoding needs after the prefill: the cache and, per segment of layers, its valid keys."""
+    """Everything decoding needs after the prefill: the cache and, per segment of layers, its valid keys.
+
+    A segment is a run of layers that share one sequence (the layers between two pruning steps). Its keys
+    are tracked only when it has padding; otherwise every decoding step attends to all of them, mask-free.
+    """
 
     cache: DynamicCache
     segment_of_layer: list[int]
-    segment_valid: list[torch.Tensor]
+    segment_valid: list[torch.Tensor | None]
     position: torch.Tensor
 
 
@@ -104,10 +108,9 @@ class PrunedLlava:
         steps = {step.layer: step for step in self.config.steps}
 
         cache = DynamicCache(config=lm.config)
-        stats = PrefillStats(tokens_per_layer=torch.empty(batch, len(lm.layers), dtype=torch.long))
-        state = DecodeState(cache=cache, segment_of_layer=[], segment_valid=[valid], position=position_ids[:, -1:])
-        position_embeddings = lm.rotary_emb(hidden, position_ids)
-        mask = self._mask(valid, query_length=length)
+        state = DecodeState(cache=cache, segment_of_layer=[], segment_valid=[], position=position_ids[:, -1:])
+        segment_tokens, kept = [], []
+        position_embeddings, mask = self._start_segment(state, segment_tokens, hidden, position_ids, valid)
         layer_input = hidden
         for index, layer in enumerate(lm.layers):
             step = steps.get(index)
@@ -131,12 +134,9 @@ class PrunedLlava:
                 )
                 valid = keep.gather(1, order)
                 is_image, is_text = is_image & valid, is_text & valid
-                stats.kept.append([source[b][is_image[b]] for b in range(batch)])
-                state.segment_valid.append(valid)
-                position_embeddings = lm.rotary_emb(hidden, position_ids)
-                mask = self._mask(valid, query_length=valid.shape[1])
-            state.segment_of_layer.append(len(state.segment_valid) - 1)
-            stats.tokens_per_layer[:, index] = valid.sum(dim=1).cpu()
+                kept.append((source, is_image))
+                position_embeddings, mask = self._start_segment(state, segment_tokens, hidden, position_ids, valid)
+            state.segment_of_layer.append(len(segment_tokens) - 1)
             layer_input = hidden
             hidden = layer(
                 hidden,
@@ -146,6 +146,10 @@ class PrunedLlava:
                 use_cache=True,
                 position_embeddings=position_embeddings,
             )
+        stats = PrefillStats(
+            tokens_per_layer=torch.stack(segment_tokens, dim=1)[:, state.segment_of_layer].cpu(),
+            kept=[[source[b][image[b]] for b in range(batch)] for source, image in kept],
+        )
         return self._logits(hidden), state, stats
 
     @torch.no_grad()
@@ -156,8 +160,8 @@ class PrunedLlava:
         state.position = state.position + 1
         position_embeddings = lm.rotary_emb(hidden, state.position)
         new_key = torch.ones_like(tokens, dtype=torch.bool)
-        state.segment_valid = [torch.cat([valid, new_key], dim=1) for valid in state.segment_valid]
-        masks = [self._mask(valid, query_length=1) for valid in state.segment_valid]
+        state.segment_valid = [None if v is None else torch.cat([v, new_key], dim=1) for v in state.segment_valid]
+        masks = [None if v is None else self._mask(v, 1, padded=True) for v in state.segment_valid]
         for index, layer in enumerate(lm.layers):
             hidden = layer(
                 hidden,
@@ -221,16 +225,30 @@ class PrunedLlava:
             logits=step_logits if return_logits else None,
         )
 
+    def _start_segment(
+        self,
+        state: DecodeState,
+        segment_tokens: list[torch.Tensor],
+        hidden: torch.Tensor,
+        position_ids: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        """Bookkeeping where a run of layers with a new sequence begins; returns its rotary embeddings and mask."""
+        padded = not bool(valid.all())
+        state.segment_valid.append(valid if padded else None)
+        segment_tokens.append(valid.sum(dim=1))
+        return self.language_model.rotary_emb(hidden, position_ids), self._mask(valid, valid.shape[1], padded)
+
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return last_token_logits(self.model, hidden).float()
 
-    def _mask(self, valid: torch.Tensor, query_length: int) -> torch.Tensor | None:
+    def _mask(self, valid: torch.Tensor, query_length: int, padded: bool) -> torch.Tensor | None:
         """Additive ``(batch, 1, q, kv)`` mask for the last ``query_length`` of ``kv`` positions, or None.
 
         None (no padding, and a kernel that handles causality itself or a single query) lets SDPA pick its
-        fastest path.
+        fastest path. ``padded`` is passed in rather than read off ``valid`` to spare a device sync per call.
         """
-        if bool(valid.all()) and (query_length == 1 or not self._explicit_causal_mask):
+        if not padded and (query_length == 1 or not self._explicit_causal_mask):
             return None
         return additive_mask(causal_allowed(valid, query_length), self.language_model.dtype)
 
