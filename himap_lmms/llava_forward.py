@@ -60,13 +60,15 @@ def causal_allowed(valid: torch.Tensor, query_length: int) -> torch.Tensor:
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``(batch, 1, q, kv)`` float mask: 0 where allowed, the dtype's minimum elsewhere.
+    """``(batch, 1, q, kv)`` float mask: 0 where allowed, a large finite negative number elsewhere.
 
-    The minimum rather than -inf turns a fully masked row (a padding query) into a harmless uniform softmax
-    instead of NaNs; wherever a row has an allowed key, exp() of the minimum is exactly 0.
+    A finite value rather than -inf turns a fully masked row (a padding query) into a harmless uniform softmax
+    instead of NaNs, which would otherwise reach real rows through ``0 * NaN`` in the attention product.
+    It must stay finite in float32 too, where eager attention takes its softmax: float64's minimum would not.
     """
+    fill = max(torch.finfo(dtype).min, torch.finfo(torch.float32).min)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+    return mask.masked_fill(~allowed, fill)[:, None]
 
 
 def last_token_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
