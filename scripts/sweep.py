@@ -84,7 +84,7 @@ def lmms_eval_command(args: argparse.Namespace, run_dir: Path, arguments: str) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="testbed", help="a preset of configs/models.yaml")
+    parser.add_argument("--model", default="testbed", help="a preset of configs/models.yaml, or a checkpoint dir")
     parser.add_argument("--presets", default="vanilla,fastv_50,himap_ref", help="presets of configs/methods.yaml")
     parser.add_argument("--tasks", default="scienceqa_img_himap_local", help="comma-separated lmms-eval tasks")
     parser.add_argument("--batch-size", type=int, default=8)
