@@ -1,0 +1,64 @@
+"""The synthetic ScienceQA-IMG-schema generator and the dataset the repo ships."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from himap_lmms.synthetic_data import POSITIONS, generate_records, write_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "data" / "scienceqa_img_synth"
+COLUMNS = {"image", "question", "choices", "answer", "hint", "task", "grade", "subject", "topic", "category"}
+
+
+def test_same_seed_same_records_other_seed_other_records() -> None:
+    first, again, other = generate_records(20, seed=3), generate_records(20, seed=3), generate_records(20, seed=4)
+    strip = lambda rows: [({k: v for k, v in r.items() if k != "image"}, r["image"].tobytes()) for r in rows]  # noqa: E731
+    assert strip(first) == strip(again)
+    assert strip(first) != strip(other)
+
+
+def test_records_follow_the_schema_and_answers_are_in_range() -> None:
+    for record in generate_records(200, seed=0):
+        assert COLUMNS <= set(record)
+        assert isinstance(record["question"], str) and record["question"].endswith("?")
+        assert 2 <= len(record["choices"]) <= 5 and len(set(record["choices"])) == len(record["choices"])
+        assert 0 <= record["answer"] < len(record["choices"])
+        assert record["grade"].startswith("grade")
+        pixels = np.asarray(record["image"])
+        assert pixels.shape == (168, 168, 3) and pixels.std() > 10
+
+
+def test_position_questions_name_a_cell_whose_pixels_hold_the_shape() -> None:
+    """The answer really is in the named region: that cell is coloured, not background."""
+    checked = 0
+    for record in generate_records(300, seed=5):
+        if record["category"] != "position_of":
+            continue
+        cell = POSITIONS.index(record["choices"][record["answer"]])
+        row, column = divmod(cell, 3)
+        patch = np.asarray(record["image"])[row * 56 + 20 : row * 56 + 36, column * 56 + 20 : column * 56 + 36]
+        assert (patch.astype(int).sum(axis=-1) < 600).mean() > 0.5
+        checked += 1
+    assert checked > 30
+
+
+def test_written_directory_loads_like_the_hub_config(tmp_path: Path) -> None:
+    path = write_dataset(tmp_path / "sqa", {"test": 12, "validation": 5}, seed=9)
+    test = datasets.load_dataset(str(path), "ScienceQA-IMG", split="test")
+    assert test.num_rows == 12 and COLUMNS <= set(test.column_names)
+    assert test[0]["image"].size == (168, 168)
+    assert datasets.load_dataset(str(path), "ScienceQA-IMG", split="validation").num_rows == 5
+
+
+def test_shipped_split_is_small_and_complete() -> None:
+    size = sum(f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file())
+    assert size < 2_000_000
+    test = datasets.load_dataset(
+        str(SHIPPED), "ScienceQA-IMG", split="test", data_files={"test": "ScienceQA-IMG/test-*"}
+    )
+    assert test.num_rows >= 300
+    assert len(set(test["category"])) == 4 and len(set(test["subject"])) == 3
