@@ -279,3 +279,29 @@ def test_eager_attention_agrees_with_sdpa(model64, eager64, processor) -> None:
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
     for step_sdpa, step_eager in zip(sdpa.stats.kept, eager.stats.kept):
         assert [k.tolist() for k in step_sdpa] == [k.tolist() for k in step_eager]
+
+
+# --- baselines without attention: random ranking on HiMAP's schedule, uniform pruning at the input ----------
+
+
+def test_random_baseline_is_seeded_and_batch_invariant(model64, processor) -> None:
+    images = [draw_image(7), draw_image(8)]
+    batch = encode(processor, QUESTIONS[:2], images)
+    first = generate(model64, PruningConfig.random(seed=1), batch, steps=1).stats.kept
+    again = generate(model64, PruningConfig.random(seed=1), batch, steps=1).stats.kept
+    other = generate(model64, PruningConfig.random(seed=2), batch, steps=1).stats.kept
+    assert [[k.tolist() for k in step] for step in first] == [[k.tolist() for k in step] for step in again]
+    assert first[0][0].tolist() != other[0][0].tolist()
+    padding = int((batch["attention_mask"][0] == 0).sum())
+    alone = generate(model64, PruningConfig.random(seed=1), encode(processor, QUESTIONS[:1], images[:1]), steps=1)
+    assert (first[0][0] - padding).tolist() == alone.stats.kept[0][0].tolist()
+    assert [k.numel() for k in (first[0][0], first[1][0])] == [288, 72]
+
+
+def test_input_pruning_keeps_evenly_spaced_tokens_from_the_first_layer(model64, single) -> None:
+    result = generate(model64, PruningConfig.input(ratio=0.25), single, steps=1)
+    image = (single["input_ids"][0] == model64.config.image_token_id).nonzero().flatten()
+    kept = result.stats.kept[0][0]
+    assert kept.tolist() == image[torch.linspace(0, 575, 144).round().long()].tolist()
+    text = int(single["attention_mask"].sum()) - 576
+    assert result.stats.tokens_per_layer[0].tolist() == [text + 144] * 12

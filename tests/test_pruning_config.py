@@ -56,3 +56,14 @@ def test_budget_never_exceeds_the_sample() -> None:
     assert step.budget(576) == 300
     assert step.budget(100) == 100
     assert step.budget(0) == 0
+
+
+def test_baselines_validate_like_the_methods_they_mirror() -> None:
+    with pytest.raises(ValueError, match=r"k1=0 is out of range: it must be an integer >= 1"):
+        PruningConfig.from_args("random", k1=0)
+    with pytest.raises(ValueError, match=r"ratio=1.5 is out of range"):
+        PruningConfig.from_args("input", ratio=1.5)
+    with pytest.raises(ValueError, match=r"k is not an argument of method=input \(it takes keep, ratio\)"):
+        PruningConfig.from_args("input", k=2)
+    config = PruningConfig.from_args("random", seed="7")
+    assert [(s.layer, s.score, s.seed) for s in config.steps] == [(2, "random", 7), (8, "random", 7)]

@@ -2,9 +2,11 @@
 
 A pruning method is a schedule of :class:`PruneStep`: before decoder layer ``layer`` runs, image tokens are
 ranked by a score read from the attention of layer ``layer - 1`` and only the top ones go on. ``none`` has no
-step, FastV one, HiMAP two. Budgets are given either as a count (``keep``) or as a fraction of the sample's
-own image tokens (``ratio``, the share *kept*, in (0, 1]); a ratio follows the sample, so it also fits
-models whose image-token count varies (LLaVA-NeXT).
+step, FastV one, HiMAP two. Two baselines for ablations rank without attention: ``random`` (HiMAP's schedule
+with seeded random ranking, to isolate what the scores are worth) and ``input`` (evenly spaced image tokens
+kept before layer 0, as a lower input resolution would). Budgets are given either as a count (``keep``) or as
+a fraction of the sample's own image tokens (``ratio``, the share *kept*, in (0, 1]); a ratio follows the
+sample, so it also fits models whose image-token count varies (LLaVA-NeXT).
 
 Every check that can be made without the model is made on construction; the checks against the model's
 depth are made by :meth:`PruningConfig.check_num_layers` when the config is bound to a model. Errors are
@@ -15,24 +17,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-Score = Literal["instruction", "visual", "last_token"]
-METHODS = ("none", "fastv", "himap")
+Score = Literal["instruction", "visual", "last_token", "random", "uniform"]
+ATTENTION_SCORES = ("instruction", "visual", "last_token")
+METHODS = ("none", "fastv", "himap", "random", "input")
 
 # The model_args each method accepts, with their defaults (HIMAP.md: FastV K=2, R=50 %; HiMAP 2/50 %, 8/12.5 %).
 _METHOD_ARGS: dict[str, dict[str, Any]] = {
     "none": {},
     "fastv": {"k": 2, "keep": None, "ratio": None},
     "himap": {"k1": 2, "keep1": None, "ratio1": None, "k2": 8, "keep2": None, "ratio2": None},
+    "random": {"k1": 2, "keep1": None, "ratio1": None, "k2": 8, "keep2": None, "ratio2": None, "seed": 0},
+    "input": {"keep": None, "ratio": None},
 }
-_DEFAULT_RATIO = {"fastv": {"": 0.5}, "himap": {"1": 0.5, "2": 0.125}}
+_DEFAULT_RATIO = {"fastv": {"": 0.5}, "himap": {"1": 0.5, "2": 0.125}, "input": {"": 0.25}}
 
 
 @dataclass(frozen=True)
 class PruneStep:
-    """Prune image tokens before decoder layer ``layer``, ranked by ``score`` from layer ``layer - 1``.
+    """Prune image tokens before decoder layer ``layer``, ranked by ``score`` (from layer ``layer - 1``'s
+    attention for the attention scores; ``random`` draws with ``seed``, ``uniform`` spreads the kept tokens).
 
     ``suffix`` is how the step's arguments are spelled in model_args (``k1``/``keep1``/``ratio1`` for the
     first HiMAP step, ``k``/``keep``/``ratio`` for FastV), so that errors name what the user typed.
@@ -43,13 +49,15 @@ class PruneStep:
     keep: int | None = None
     ratio: float | None = None
     suffix: str = ""
+    seed: int = 0
 
     def __post_init__(self) -> None:
         k, keep, ratio = (f"{name}{self.suffix}" for name in ("k", "keep", "ratio"))
         if (self.keep is None) == (self.ratio is None):
             raise ValueError(f"give exactly one of {keep} (a count) or {ratio} (a fraction kept)")
-        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < 1:
-            raise ValueError(f"{k}={self.layer!r} is out of range: it must be an integer >= 1")
+        lowest = 1 if self.score in ATTENTION_SCORES else 0  # an attention score reads the layer before
+        if isinstance(self.layer, bool) or not isinstance(self.layer, int) or self.layer < lowest:
+            raise ValueError(f"{k}={self.layer!r} is out of range: it must be an integer >= {lowest}")
         if self.keep is not None and (isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 1):
             raise ValueError(f"{keep}={self.keep!r} is out of range: it must be an integer >= 1")
         if self.ratio is not None and not (
@@ -124,6 +132,27 @@ class PruningConfig:
         )
 
     @classmethod
+    def random(
+        cls,
+        k1: int = 2,
+        keep1: int | None = None,
+        ratio1: float | None = None,
+        k2: int = 8,
+        keep2: int | None = None,
+        ratio2: float | None = None,
+        seed: int = 0,
+    ) -> PruningConfig:
+        """HiMAP's schedule and budgets with seeded random ranking: what the scores add over chance."""
+        steps = cls.himap(k1, keep1, ratio1, k2, keep2, ratio2).steps
+        return cls("random", tuple(replace(step, score="random", seed=seed) for step in steps))
+
+    @classmethod
+    def input(cls, keep: int | None = None, ratio: float | None = None) -> PruningConfig:
+        """Keep evenly spaced image tokens before the first layer (like a lower input resolution)."""
+        ratio = _DEFAULT_RATIO["input"][""] if keep is None and ratio is None else ratio
+        return cls("input", (PruneStep(0, "uniform", keep, ratio),))
+
+    @classmethod
     def from_args(cls, method: str = "none", **args: Any) -> PruningConfig:
         """Build from model_args-style values (strings such as ``"288"`` are converted).
 
@@ -157,11 +186,13 @@ class PruningConfig:
         for step in self.steps:
             budget = f"keep{step.suffix}={step.keep}" if step.keep is not None else f"ratio{step.suffix}={step.ratio}"
             parts.append(f"k{step.suffix}={step.layer},{budget}")
+        if self.method == "random":
+            parts.append(f"seed={self.steps[0].seed}")
         return f"{self.method}({','.join(parts)})"
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """Turn a model_args value into the int (k*, keep*) or float (ratio*) it stands for."""
+    """Turn a model_args value into the int (k*, keep*, seed) or float (ratio*) it stands for."""
     if value is None:
         return None
     wanted = float if name.startswith("ratio") else int

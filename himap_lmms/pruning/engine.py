@@ -29,8 +29,8 @@ from himap_lmms.llava_forward import (
     last_token_logits,
     position_ids_of,
 )
-from himap_lmms.pruning.config import PruningConfig
-from himap_lmms.pruning.scoring import score_image_tokens, select_top
+from himap_lmms.pruning.config import ATTENTION_SCORES, PruningConfig
+from himap_lmms.pruning.scoring import positional_scores, score_image_tokens, select_top
 
 
 @dataclass
@@ -115,17 +115,20 @@ class PrunedLlava:
         for index, layer in enumerate(lm.layers):
             step = steps.get(index)
             if step is not None:
-                scores = score_image_tokens(
-                    step.score,
-                    lm.layers[index - 1],
-                    layer_input,
-                    cache.layers[index - 1].keys,
-                    position_embeddings,
-                    valid,
-                    is_image,
-                    is_text,
-                )
                 budget = torch.tensor([step.budget(n) for n in num_image], device=valid.device)
+                if step.score in ATTENTION_SCORES:
+                    scores = score_image_tokens(
+                        step.score,
+                        lm.layers[index - 1],
+                        layer_input,
+                        cache.layers[index - 1].keys,
+                        position_embeddings,
+                        valid,
+                        is_image,
+                        is_text,
+                    )
+                else:
+                    scores = positional_scores(step.score, is_image, budget, step.seed)
                 keep = (valid & ~is_image) | select_top(scores, is_image, budget)
                 order = _compact_order(keep)
                 hidden = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))

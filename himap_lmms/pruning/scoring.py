@@ -86,6 +86,24 @@ def score_image_tokens(
     return torch.einsum("br,brn->bn", row_weight.float(), probs)
 
 
+def positional_scores(kind: Score, is_image: torch.Tensor, budget: torch.Tensor, seed: int) -> torch.Tensor:
+    """Scores that ignore the content, for the ``random`` and ``uniform`` baselines.
+
+    Each sample is scored over its own image tokens, in order, so a sample gets the same choice alone or in
+    a batch: ``random`` draws one seeded value per image token; ``uniform`` marks ``budget`` evenly spaced ones.
+    """
+    scores = torch.zeros(is_image.shape, dtype=torch.float32)
+    for row, (image, keep) in enumerate(zip(is_image.cpu(), budget.tolist())):
+        positions = image.nonzero().flatten()
+        if kind == "random":
+            values = torch.rand(positions.numel(), generator=torch.Generator().manual_seed(seed))
+        else:
+            chosen = torch.linspace(0, positions.numel() - 1, keep).round().long() if keep else positions[:0]
+            values = torch.zeros(positions.numel()).index_fill_(0, chosen, 1.0)
+        scores[row, positions] = values
+    return scores.to(is_image.device)
+
+
 def select_top(scores: torch.Tensor, candidates: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
     """Mark the ``budget[b]`` best-scored candidate positions of each row.
 
