@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=REPO / "results")
     args = parser.parse_args(argv)
 
-    ((model_name, model_preset),) = load_presets(REPO / "configs" / "models.yaml", "model", [args.model]).items()
+    if Path(args.model).is_dir():
+        model_name, model_preset = Path(args.model).name, {"pretrained": str(Path(args.model).resolve())}
+    else:
+        ((model_name, model_preset),) = load_presets(REPO / "configs" / "models.yaml", "model", [args.model]).items()
     methods = load_presets(REPO / "configs" / "methods.yaml", "method", args.presets.split(","))
     failed = []
     for preset, method_args in methods.items():

@@ -1,0 +1,169 @@
+"""Accuracy of every pruning method at several budgets on the testbed, plus its blank-image control and saliency.
+
+    python scripts/pruning_study.py                   # testbed + shipped held-out split -> results/testbed/
+    python scripts/pruning_study.py --limit 100 --saliency-examples 10
+
+Budgets are the share of image tokens kept after the last pruning step (50 %, 25 %, 12.5 %, 6.25 %):
+FastV keeps it from K=2; HiMAP keeps 4x that at K1=2 and the budget from K2=8 (the paper's 50 % / 12.5 % shape);
+``random`` is HiMAP's schedule with random ranking; ``input`` keeps evenly spaced tokens from the first layer.
+Because the schedules differ, the table also gives each run's mean share of image tokens over all layers and
+its prefill FLOPs ratio: compare methods at equal cost as well as at equal final budget.
+Questions are scored with the ScienceQA task's own prompt and exact-match rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import datasets
+import matplotlib
+import torch
+from PIL import Image
+from tqdm import tqdm
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tasks" / "scienceqa_img_himap"))
+from utils import build_prompt, doc_to_target, is_correct  # noqa: E402  (the task's prompt and scoring)
+
+from himap_lmms.cost import prefill_cost  # noqa: E402
+from himap_lmms.probes import answer_token_id, saliency_probe  # noqa: E402
+from himap_lmms.probes.report import write_saliency_report  # noqa: E402
+from himap_lmms.pruning import PrunedLlava, PruningConfig  # noqa: E402
+from himap_lmms.testbed import DATA_PATH, TESTBED_PATH  # noqa: E402
+
+BUDGETS = (0.5, 0.25, 0.125, 0.0625)
+
+
+def methods_at(budget: float) -> dict[str, PruningConfig]:
+    return {
+        "fastv": PruningConfig.fastv(k=2, ratio=budget),
+        "himap": PruningConfig.himap(k1=2, ratio1=min(1.0, 4 * budget), k2=8, ratio2=budget),
+        "random": PruningConfig.random(k1=2, ratio1=min(1.0, 4 * budget), k2=8, ratio2=budget, seed=0),
+        "input": PruningConfig.input(ratio=budget),
+    }
+
+
+def encode(processor, docs: list[dict], blank: bool = False) -> dict[str, torch.Tensor]:
+    prompts = [
+        processor.apply_chat_template(
+            [{"role": "user", "content": "<image>\n" + build_prompt(d["question"], d["choices"], d["hint"])}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for d in docs
+    ]
+    images = [Image.new("RGB", d["image"].size, (250, 250, 250)) if blank else d["image"] for d in docs]
+    return dict(processor(images=images, text=prompts, return_tensors="pt", padding=True, add_special_tokens=False))
+
+
+def evaluate(model, processor, docs: list[dict], config: PruningConfig, batch_size: int, blank: bool = False) -> dict:
+    """Accuracy, mean FLOPs ratio and mean share of image tokens per layer of one config on ``docs``."""
+    engine = PrunedLlava(model, config)
+    text_config = model.config.get_text_config()
+    correct, ratios, image_share = [], [], []
+    for start in range(0, len(docs), batch_size):
+        chunk = docs[start : start + batch_size]
+        inputs = encode(processor, chunk, blank)
+        out = engine.generate(**inputs, max_new_tokens=2, eos_token_id=processor.tokenizer.eos_token_id)
+        texts = processor.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
+        image_tokens = (inputs["input_ids"] == model.config.image_token_id).sum(dim=1)
+        text_tokens = inputs["attention_mask"].sum(dim=1) - image_tokens
+        for doc, text, tokens, images, other in zip(
+            chunk, texts, out.stats.tokens_per_layer, image_tokens, text_tokens
+        ):
+            correct.append(is_correct(text, doc_to_target(doc)))
+            ratios.append(
+                prefill_cost(tokens.tolist(), text_config.hidden_size, text_config.intermediate_size).flops_ratio
+            )
+            image_share.append(float((tokens - other).float().mean() / images))
+    n = len(docs)
+    return {"accuracy": sum(correct) / n, "flops_ratio": sum(ratios) / n, "image_tokens_kept": sum(image_share) / n}
+
+
+def plot(rows: list[dict], vanilla: float, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
+    for method in ("himap", "fastv", "random", "input"):
+        points = sorted((r["budget"], r["accuracy"]) for r in rows if r["method"] == method)
+        axis.plot([100 * b for b, _ in points], [100 * a for _, a in points], marker="o", label=method)
+    axis.axhline(100 * vanilla, color="black", linestyle="--", label="vanilla")
+    axis.set_xscale("log", base=2)
+    axis.set_xticks([100 * b for b in BUDGETS], [f"{100 * b:g}" for b in BUDGETS])
+    axis.set_xlabel("image tokens kept after the last step (%)")
+    axis.set_ylabel("accuracy on the held-out split (%)")
+    axis.set_title("Testbed LLaVA: accuracy under pruning")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=TESTBED_PATH)
+    parser.add_argument("--data", type=Path, default=DATA_PATH)
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "testbed")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument("--saliency-examples", type=int, default=40)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    model = LlavaForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(args.model)
+    split = datasets.load_dataset(
+        str(args.data), "ScienceQA-IMG", split="test", data_files={"test": "ScienceQA-IMG/test-*"}
+    )
+    docs = list(split)[: args.limit]
+
+    vanilla = evaluate(model, processor, docs, PruningConfig.none(), args.batch_size)
+    blank = evaluate(model, processor, docs, PruningConfig.none(), args.batch_size, blank=True)
+    rows = []
+    runs = [(budget, name, config) for budget in BUDGETS for name, config in methods_at(budget).items()]
+    for budget, name, config in tqdm(runs, desc="methods x budgets"):
+        rows.append(
+            {
+                "budget": budget,
+                "method": name,
+                "config": config.describe(),
+                **evaluate(model, processor, docs, config, args.batch_size),
+            }
+        )
+
+    lines = [
+        f"Held-out split: {len(docs)} questions. Vanilla accuracy {100 * vanilla['accuracy']:.1f} %; "
+        f"with a blank image {100 * blank['accuracy']:.1f} %.",
+        "",
+        "| kept after last step | method | accuracy | Δ vs vanilla | image tokens kept (layer mean) | FLOPs ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {100 * row['budget']:g} % | {row['method']} | {100 * row['accuracy']:.1f} % | "
+            f"{100 * (row['accuracy'] - vanilla['accuracy']):+.1f} | {100 * row['image_tokens_kept']:.1f} % | "
+            f"{100 * row['flops_ratio']:.1f} % |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    (args.out / "pruning_study.md").write_text(table)
+    (args.out / "pruning_study.json").write_text(
+        json.dumps({"n": len(docs), "vanilla": vanilla, "blank_image": blank, "rows": rows}, indent=1)
+    )
+    plot(rows, vanilla["accuracy"], args.out / "pruning_study.png")
+
+    records = []
+    for doc in tqdm(docs[: args.saliency_examples], desc="saliency"):
+        target = answer_token_id(processor.tokenizer, doc_to_target(doc))
+        records.append(saliency_probe(model, encode(processor, [doc]), target).to_dict())
+    if records:
+        write_saliency_report(records, args.out)
+
+
+if __name__ == "__main__":
+    main()
