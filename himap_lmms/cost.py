@@ -6,7 +6,8 @@ Per layer with ``n`` tokens, hidden size ``d`` and FFN width ``m`` (HIMAP.md, "C
 - ``swiglu``, what a LLaMA layer really computes with its three FFN matrices: ``4nd^2 + 2n^2d + 3ndm``.
 
 The ratio of a pruned prefill to the same example unpruned is ``sum_l cost(n_l) / (L * cost(n_0))``, with the
-example's real token counts (padding excluded). The counts are multiply-accumulates times two only in the
+example's real token counts (padding excluded) and ``n_0`` its whole prompt (which differs from the first
+layer's count only when a method prunes before layer 0). The counts are multiply-accumulates times two only in the
 sense both conventions share; the ratio is what is compared, and it does not depend on that factor.
 """
 
@@ -40,12 +41,21 @@ class PrefillCost:
 
 
 def prefill_cost(
-    tokens_per_layer: Sequence[int], hidden: int, intermediate: int, convention: Convention = "fastv"
+    tokens_per_layer: Sequence[int],
+    hidden: int,
+    intermediate: int,
+    convention: Convention = "fastv",
+    prompt_tokens: int | None = None,
 ) -> PrefillCost:
-    """Cost of a prefill whose layer ``l`` saw ``tokens_per_layer[l]`` tokens; layer 0 sees the full prompt."""
+    """Cost of a prefill whose layer ``l`` saw ``tokens_per_layer[l]`` tokens, against the unpruned prompt.
+
+    ``prompt_tokens`` defaults to the first layer's count, which is the prompt unless it was pruned before
+    layer 0.
+    """
     counts = tuple(int(n) for n in tokens_per_layer)
     if not counts:
         raise ValueError("tokens_per_layer is empty: a prefill has at least one layer")
     flops = sum(layer_flops(n, hidden, intermediate, convention) for n in counts)
-    unpruned = len(counts) * layer_flops(counts[0], hidden, intermediate, convention)
+    prompt = counts[0] if prompt_tokens is None else int(prompt_tokens)
+    unpruned = len(counts) * layer_flops(prompt, hidden, intermediate, convention)
     return PrefillCost(counts, flops, flops / unpruned, convention)

@@ -248,6 +248,7 @@ class HimapLlava(lmms):
                 text_config.hidden_size,
                 text_config.intermediate_size,
                 self.flops_convention,
+                prompt_tokens=int(generation.stats.prompt_tokens[b]),
             )
             costs.append(
                 ExampleCost(

@@ -76,7 +76,10 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokeniz
         initial_alphabet=list(string.printable.strip()) + ["▁"],
         show_progress=False,
     )
-    tokenizer.train_from_iterator([*_BASE_CORPUS, *corpus], trainer=trainer)
+    # Option letters must be single pieces ("▁A", as Llama emits them) whatever the corpus, so that an
+    # answer is one token; repeating them makes BPE merge each with its word-start marker.
+    letters = [" ".join(string.ascii_uppercase)] * 50
+    tokenizer.train_from_iterator([*_BASE_CORPUS, *letters, *corpus], trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<s>",

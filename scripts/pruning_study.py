@@ -75,13 +75,14 @@ def evaluate(model, processor, docs: list[dict], config: PruningConfig, batch_si
         texts = processor.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
         image_tokens = (inputs["input_ids"] == model.config.image_token_id).sum(dim=1)
         text_tokens = inputs["attention_mask"].sum(dim=1) - image_tokens
-        for doc, text, tokens, images, other in zip(
-            chunk, texts, out.stats.tokens_per_layer, image_tokens, text_tokens
+        for doc, text, tokens, prompt, images, other in zip(
+            chunk, texts, out.stats.tokens_per_layer, out.stats.prompt_tokens, image_tokens, text_tokens
         ):
             correct.append(is_correct(text, doc_to_target(doc)))
-            ratios.append(
-                prefill_cost(tokens.tolist(), text_config.hidden_size, text_config.intermediate_size).flops_ratio
+            cost = prefill_cost(
+                tokens.tolist(), text_config.hidden_size, text_config.intermediate_size, prompt_tokens=int(prompt)
             )
+            ratios.append(cost.flops_ratio)
             image_share.append(float((tokens - other).float().mean() / images))
     n = len(docs)
     return {"accuracy": sum(correct) / n, "flops_ratio": sum(ratios) / n, "image_tokens_kept": sum(image_share) / n}

@@ -55,6 +55,14 @@ def corpus() -> list[str]:
     return words + questions
 
 
+def answer_token(tokenizer, letter: str) -> int:
+    """The one token the model emits for an answer letter after "ASSISTANT:" (Llama-style: "▁A")."""
+    ids = tokenizer.encode(" " + letter, add_special_tokens=False)
+    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+        raise ValueError(f"answer letter {letter!r} is not one known token for this tokenizer: {ids}")
+    return ids[0]
+
+
 def encode(processor, records: list[dict], letter_ids: list[int]) -> dict[str, torch.Tensor]:
     """Prompt + answer letter + EOS, left-padded; labels only on the letter and EOS."""
     tokenizer = processor.tokenizer
@@ -114,7 +122,7 @@ def main() -> None:
     tokenizer = build_tokenizer(corpus(), SPEC.vocab_size)
     processor = build_processor(SPEC, tokenizer)
     model = LlavaForConditionalGeneration(build_config(SPEC, tokenizer))
-    letter_ids = [tokenizer.convert_tokens_to_ids("▁" + letter) for letter in OPTION_LETTERS[:5]]
+    letter_ids = [answer_token(tokenizer, letter) for letter in OPTION_LETTERS[:5]]
     held_out = generate_records(300, seed=12345)  # a quick check split; the shipped one is evaluated by tests
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))

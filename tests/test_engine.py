@@ -305,3 +305,7 @@ def test_input_pruning_keeps_evenly_spaced_tokens_from_the_first_layer(model64, 
     assert kept.tolist() == image[torch.linspace(0, 575, 144).round().long()].tolist()
     text = int(single["attention_mask"].sum()) - 576
     assert result.stats.tokens_per_layer[0].tolist() == [text + 144] * 12
+    # the unpruned reference is the whole prompt, not the (already pruned) first layer
+    assert int(result.stats.prompt_tokens[0]) == text + 576
+    cost = prefill_cost(result.stats.tokens_per_layer[0].tolist(), 64, 128, prompt_tokens=text + 576)
+    assert cost.flops_ratio == pytest.approx(layer_flops(text + 144, 64, 128) / layer_flops(text + 576, 64, 128))

@@ -37,11 +37,13 @@ from himap_lmms.pruning.scoring import positional_scores, score_image_tokens, se
 class PrefillStats:
     """What the prefill did to each sample.
 
-    ``tokens_per_layer[b, l]`` counts the real (non-padding) tokens layer ``l`` processed for sample ``b``;
-    ``kept[s][b]`` holds the prompt positions of the image tokens sample ``b`` kept after step ``s``.
+    ``tokens_per_layer[b, l]`` counts the real (non-padding) tokens layer ``l`` processed for sample ``b``,
+    ``prompt_tokens[b]`` the real tokens of its whole prompt, and ``kept[s][b]`` holds the prompt positions of
+    the image tokens sample ``b`` kept after step ``s``.
     """
 
     tokens_per_layer: torch.Tensor
+    prompt_tokens: torch.Tensor
     kept: list[list[torch.Tensor]] = field(default_factory=list)
 
 
@@ -109,6 +111,7 @@ class PrunedLlava:
 
         cache = DynamicCache(config=lm.config)
         state = DecodeState(cache=cache, segment_of_layer=[], segment_valid=[], position=position_ids[:, -1:])
+        prompt_tokens = valid.sum(dim=1)
         segment_tokens, kept = [], []
         position_embeddings, mask = self._start_segment(state, segment_tokens, hidden, position_ids, valid)
         layer_input = hidden
@@ -151,6 +154,7 @@ class PrunedLlava:
             )
         stats = PrefillStats(
             tokens_per_layer=torch.stack(segment_tokens, dim=1)[:, state.segment_of_layer].cpu(),
+            prompt_tokens=prompt_tokens.cpu(),
             kept=[[source[b][image[b]] for b in range(batch)] for source, image in kept],
         )
         return self._logits(hidden), state, stats
