@@ -16,7 +16,7 @@ from typing import Any
 
 import datasets
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_DIR = REPO / "tasks" / "scienceqa_img_himap"
@@ -263,13 +263,18 @@ def test_image_column_must_be_an_image_feature() -> None:
         sqa.process_docs(datasets.Dataset.from_dict(columns, features=features))
 
 
-def test_undecodable_image_in_doc_to_visual_is_named() -> None:
+@pytest.mark.parametrize("lenient_process", [False, True])
+def test_undecodable_image_in_doc_to_visual_is_named(monkeypatch: pytest.MonkeyPatch, lenient_process: bool) -> None:
+    # Importing lmms_eval.api.task turns PIL's truncated-image loading on for the whole process; a truncated
+    # image must still be an error, not a picture padded with grey, and the process setting must survive.
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", lenient_process)
     buffer = io.BytesIO()
     Image.effect_noise((64, 64), 50).convert("RGB").save(buffer, format="JPEG")
     data = buffer.getvalue()
     truncated = Image.open(io.BytesIO(data[: len(data) // 2]))  # the header opens, the pixels do not
     with pytest.raises(ValueError, match=r"question 'Which of these.*field 'image' cannot be decoded"):
         sqa.doc_to_visual(make_doc(image=truncated))
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is lenient_process
 
 
 def test_hook_checks_name_the_field_too() -> None:

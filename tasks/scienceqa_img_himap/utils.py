@@ -31,10 +31,11 @@ import io
 import os
 import re
 import string
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageFile
 
 POST_PROMPT = "Answer with the option's letter from the given choices directly."
 
@@ -85,13 +86,31 @@ def doc_to_target(doc: Mapping[str, Any]) -> str:
     return OPTION_LETTERS[doc["answer"]]
 
 
+@contextmanager
+def strict_decoding() -> Iterator[None]:
+    """Decode images with PIL's truncation check on, whatever the process set.
+
+    ``lmms_eval.api.task`` sets ``ImageFile.LOAD_TRUNCATED_IMAGES = True`` on import (for one hub dataset), which
+    makes PIL fill the missing part of a truncated file with grey instead of failing: the model would then be
+    scored on a picture that is not the data. Here a truncated image is an error, as in a plain PIL process.
+    """
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
 def doc_to_visual(doc: Mapping[str, Any]) -> list[Image.Image]:
-    """lmms-eval hook: the doc's image as RGB; a missing or undecodable image is an error naming the doc."""
+    """lmms-eval hook: the doc's image as RGB; a missing, truncated or undecodable image is an error naming the doc."""
     image = doc.get("image")
     if image is None:
         raise ValueError(f"{doc_label(doc)}: field 'image' is missing (each ScienceQA-IMG doc needs one)")
     try:
-        return [image.convert("RGB")]
+        with strict_decoding():
+            image.load()
+            return [image.convert("RGB")]
     except (OSError, ValueError, AttributeError) as error:
         raise ValueError(f"{doc_label(doc)}: field 'image' cannot be decoded: {error}") from error
 
@@ -239,7 +258,7 @@ def check_image(image: Any, label: str) -> None:
     if data is None and not os.path.isfile(path):
         raise ValueError(f"{label}: field 'image' points to {path!r}, which does not exist")
     try:
-        with Image.open(io.BytesIO(data) if data is not None else path) as picture:
+        with strict_decoding(), Image.open(io.BytesIO(data) if data is not None else path) as picture:
             picture.verify()
     except Exception as error:  # PIL raises many types for bad files; all of them mean "unreadable".
         raise ValueError(f"{label}: field 'image' is not a readable image: {error}") from error
