@@ -1,0 +1,145 @@
+"""Random-weight LLaVA-1.5 models of a given shape, and ScienceQA-like prompts for them, for cost benchmarks.
+
+Timing and FLOP counting do not depend on what the weights are, only on the shapes, so a benchmark can run
+LLaVA-1.5-7B's or 13B's exact layer shapes without downloading a checkpoint. The models are the stock
+transformers classes (``LlavaForConditionalGeneration`` with a CLIP vision tower and a Llama decoder) built from
+a config, so the pruning engine runs them exactly as it runs a real checkpoint. No tokenizer is needed either:
+:func:`prompt_inputs` lays out ``[prefix][576 image tokens][text]`` with random text ids, which is all the
+engine looks at (it finds the image block from ``image_token_id``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+# LLaVA-1.5's prompt around the image: the reference code hard-codes 35 prefix tokens; a ScienceQA question with
+# its options, the instruction and "ASSISTANT:" is about 40 more (HIMAP.md: "~74 text tokens" in all).
+PREFIX_TOKENS = 35
+TEXT_TOKENS = 39
+
+
+@dataclass(frozen=True)
+class LlavaShape:
+    """The sizes that decide a LLaVA's cost. ``vocab`` includes llava-hf's 64 added rows (image and pad tokens)."""
+
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    vision_intermediate: int
+    vocab: int = 32064
+    image_token_id: int = 32000
+    image_size: int = 336
+    patch_size: int = 14
+
+    @property
+    def num_image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: decoder {self.layers} x (hidden {self.hidden}, {self.heads} heads, "
+            f"FFN {self.intermediate}), vocab {self.vocab}; CLIP {self.vision_layers} x (hidden {self.vision_hidden}, "
+            f"FFN {self.vision_intermediate}), {self.image_size} px / {self.patch_size} = {self.num_image_tokens} "
+            "image tokens"
+        )
+
+
+# The real CLIP-L/336 tower of LLaVA-1.5 for the 7B and 13B shapes. The CPU shapes keep its 576 output tokens
+# but a one-layer, 64-wide tower: on two cores the real tower alone would take longer than the decoder.
+_CLIP_L = {"vision_hidden": 1024, "vision_layers": 24, "vision_heads": 16, "vision_intermediate": 4096}
+_CLIP_TINY = {"vision_hidden": 64, "vision_layers": 1, "vision_heads": 2, "vision_intermediate": 256}
+
+SHAPES: dict[str, LlavaShape] = {
+    # For tests of the benchmark machinery only: the 12-layer decoder lets HiMAP's K2 = 8 exist.
+    "tiny": LlavaShape(
+        "tiny", hidden=64, layers=12, heads=4, intermediate=172, vocab=1064, image_token_id=1000,
+        vision_hidden=32, vision_layers=1, vision_heads=2, vision_intermediate=64,
+    ),
+    # A CPU-sized LLaVA: LLaVA-1.5-7B's depth, sequence and width/FFN proportions at a quarter of its width.
+    "scaled": LlavaShape("scaled", hidden=1024, layers=32, heads=16, intermediate=2816, **_CLIP_TINY),
+    "7b": LlavaShape("7b", hidden=4096, layers=32, heads=32, intermediate=11008, **_CLIP_L),
+    "13b": LlavaShape("13b", hidden=5120, layers=40, heads=40, intermediate=13824, **_CLIP_L),
+}  # fmt: skip
+
+
+def llava_config(shape: LlavaShape, attn_implementation: str = "sdpa") -> LlavaConfig:
+    """A LLaVA-1.5 config (CLIP + 2-layer MLP projector + Llama with multi-head attention) of ``shape``."""
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=shape.vision_hidden,
+            num_hidden_layers=shape.vision_layers,
+            num_attention_heads=shape.vision_heads,
+            intermediate_size=shape.vision_intermediate,
+            image_size=shape.image_size,
+            patch_size=shape.patch_size,
+        ),
+        text_config=LlamaConfig(
+            hidden_size=shape.hidden,
+            num_hidden_layers=shape.layers,
+            num_attention_heads=shape.heads,
+            num_key_value_heads=shape.heads,
+            intermediate_size=shape.intermediate,
+            vocab_size=shape.vocab,
+            max_position_embeddings=4096,
+        ),
+        image_token_id=shape.image_token_id,
+    )
+    config._attn_implementation = attn_implementation
+    return config
+
+
+def build_random_llava(
+    shape: LlavaShape,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    attn_implementation: str = "sdpa",
+    seed: int = 0,
+) -> LlavaForConditionalGeneration:
+    """A LLaVA of ``shape`` with transformers' random initialisation, created directly in ``dtype`` on ``device``.
+
+    Creating it in the target dtype and device (rather than float32 on the CPU, then converting) keeps the 13B
+    shape at its bf16 size on the GPU and avoids copying 26 GB through host memory.
+    """
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = LlavaForConditionalGeneration._from_config(
+            llava_config(shape, attn_implementation), dtype=dtype, attn_implementation=attn_implementation
+        )
+    return model.eval()
+
+
+def prompt_inputs(
+    shape: LlavaShape,
+    batch: int,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    prefix_tokens: int = PREFIX_TOKENS,
+    text_tokens: int = TEXT_TOKENS,
+    seed: int = 1,
+) -> dict[str, torch.Tensor]:
+    """A batch of ``[prefix][image block][text]`` prompts with random ids and random pixels, no padding.
+
+    Every sample has the same length, as a benchmark wants: with fixed ``keep`` budgets the pruned sequences
+    then stay equal too, so no layer processes padding that the FLOP formula would not count.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def text(n: int) -> torch.Tensor:
+        return torch.randint(3, shape.image_token_id, (batch, n), generator=generator)
+
+    image = torch.full((batch, shape.num_image_tokens), shape.image_token_id)
+    input_ids = torch.cat([text(prefix_tokens), image, text(text_tokens)], dim=1)
+    pixel_values = torch.randn(batch, 3, shape.image_size, shape.image_size, generator=generator)
+    return {
+        "input_ids": input_ids.to(device),
+        "attention_mask": torch.ones_like(input_ids).to(device),
+        "pixel_values": pixel_values.to(device, dtype),
+    }
