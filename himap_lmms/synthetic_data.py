@@ -96,8 +96,17 @@ def _position_of(rng: random.Random, objects: dict[int, tuple[str, str]], count:
 
 
 def _count_colour(rng: random.Random, objects: dict[int, tuple[str, str]], count: int):
+    """Recolours ``objects`` in place so that 0 to 3 of them have the asked colour, each count about as likely.
+
+    With colours drawn independently most counts would be 0 or 1: a model could guess them, and a blank canvas
+    ("there is nothing, so 0") would pass the blank-image control on half the counting questions.
+    """
     colour = rng.choice(list(COLOURS))
-    true = sum(c == colour for c, _ in objects.values())
+    true = rng.randint(0, min(3, len(objects)))
+    chosen = set(rng.sample(sorted(objects), true))
+    others = [name for name in COLOURS if name != colour]
+    for cell, (_, shape) in objects.items():
+        objects[cell] = (colour if cell in chosen else rng.choice(others), shape)
     options, answer = _options(rng, str(true), [str(n) for n in range(6)], count)
     return f"How many {colour} shapes are there?", options, answer
 
@@ -110,8 +119,8 @@ _ASK: dict[str, Callable] = {
 }
 
 
-def make_record(rng: random.Random, image_size: int) -> dict[str, Any]:
-    """One scene and one question about it, as a ScienceQA-IMG row."""
+def make_record(rng: random.Random, image_size: int, with_layout: bool = False) -> dict[str, Any]:
+    """One scene and one question about it, as a ScienceQA-IMG row (plus ``layout`` if asked, see below)."""
     while True:
         cells = rng.sample(range(9), rng.randint(2, 5))
         objects = {cell: (rng.choice(list(COLOURS)), rng.choice(SHAPES)) for cell in cells}
@@ -122,7 +131,7 @@ def make_record(rng: random.Random, image_size: int) -> dict[str, Any]:
             break
     question, choices, answer = asked
     subject, grade, skill = FAMILIES[family]
-    return {
+    record = {
         "image": draw_scene(objects, image_size),
         "question": question,
         "choices": choices,
@@ -137,12 +146,20 @@ def make_record(rng: random.Random, image_size: int) -> dict[str, Any]:
         "lecture": "",
         "solution": f"The answer is {choices[answer]}.",
     }
+    if with_layout:
+        record["layout"] = dict(objects)
+    return record
 
 
-def generate_records(n: int, seed: int, image_size: int = 168) -> list[dict[str, Any]]:
-    """``n`` records, the same for the same ``seed``."""
+def generate_records(n: int, seed: int, image_size: int = 168, with_layout: bool = False) -> list[dict[str, Any]]:
+    """``n`` records, the same for the same ``seed``.
+
+    ``with_layout`` adds a ``layout`` key, ``{cell: (colour, shape)}`` for the drawn objects (cells 0-8 in
+    reading order), which is not a ScienceQA column: the testbed's training uses it to supervise its vision
+    tower. It draws no extra random numbers, so the other columns are the same with or without it.
+    """
     rng = random.Random(seed)
-    return [make_record(rng, image_size) for _ in range(n)]
+    return [make_record(rng, image_size, with_layout) for _ in range(n)]
 
 
 def features() -> datasets.Features:

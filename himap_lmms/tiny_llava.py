@@ -60,15 +60,20 @@ class TinyLlavaSpec:
         return (self.image_size // self.patch_size) ** 2
 
 
-def build_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+def build_tokenizer(corpus: Iterable[str], vocab_size: int, isolate_newlines: bool = False) -> PreTrainedTokenizerFast:
     """Train a Llama-like BPE tokenizer (``▁`` marks a word start) on ``corpus``.
 
     Every printable ASCII character is in the initial alphabet, so any English prompt tokenizes without
-    unknown pieces; frequent words of the corpus become single tokens.
+    unknown pieces; frequent words of the corpus become single tokens. With ``isolate_newlines`` a line
+    break is a token of its own, as ``<0x0A>`` is in Llama's tokenizer: otherwise it glues onto its
+    neighbours (``"▁red\nB."``), so an option's text and the next option's letter become one piece.
     """
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.normalizer = normalizers.NFKC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    if isolate_newlines:
+        pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", behavior="isolated"), pre_tokenizer])
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=True)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

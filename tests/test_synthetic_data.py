@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import datasets
 import numpy as np
 
-from himap_lmms.synthetic_data import POSITIONS, generate_records, write_dataset
+from himap_lmms.synthetic_data import COLOURS, POSITIONS, generate_records, write_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "data" / "scienceqa_img_synth"
@@ -44,6 +45,28 @@ def test_position_questions_name_a_cell_whose_pixels_hold_the_shape() -> None:
         assert (patch.astype(int).sum(axis=-1) < 600).mean() > 0.5
         checked += 1
     assert checked > 30
+
+
+def test_no_answer_is_a_safe_guess() -> None:
+    """Counts are spread over 0-3 and no family has a dominant answer, so a blank canvas can't guess well."""
+    records = generate_records(800, seed=6)
+    for family in {r["category"] for r in records}:
+        answers = Counter(r["choices"][r["answer"]] for r in records if r["category"] == family)
+        assert max(answers.values()) / sum(answers.values()) < 0.4, (family, answers)
+    counts = Counter(r["choices"][r["answer"]] for r in records if r["category"] == "count_colour")
+    assert set(counts) == {"0", "1", "2", "3"}
+
+
+def test_layout_describes_the_drawn_scene_and_changes_nothing_else() -> None:
+    plain, described = generate_records(30, seed=8), generate_records(30, seed=8, with_layout=True)
+    for record, other in zip(plain, described):
+        assert "layout" not in record
+        assert record["question"] == other["question"] and record["image"].tobytes() == other["image"].tobytes()
+        pixels = np.asarray(other["image"]).astype(int)
+        for cell, (colour, _) in other["layout"].items():
+            row, column = divmod(cell, 3)
+            centre = pixels[row * 56 + 34, column * 56 + 28]  # inside every shape, below a triangle's apex
+            assert tuple(centre) == COLOURS[colour]
 
 
 def test_written_directory_loads_like_the_hub_config(tmp_path: Path) -> None:
