@@ -1,6 +1,6 @@
 """Train the testbed LLaVA from scratch on synthetic scenes, so pruning has real accuracy to lose.
 
-    python scripts/train_testbed.py                     # ~30 min on 2 CPU cores; writes himap_lmms/testbed/checkpoint
+    python scripts/train_testbed.py                     # ~50 min on 2 CPU cores; writes himap_lmms/testbed/checkpoint
     python scripts/train_testbed.py --steps 200 --out /tmp/testbed   # a quick smoke run
 
 Same classes as LLaVA-1.5 (CLIP vision tower, projector, Llama language model), 168 px images in 14 px
@@ -10,10 +10,15 @@ It learns the paper's prompt: system prompt, "USER: <image>\\n{context}{question
 option's letter from the given choices directly. ASSISTANT:" and then the answer letter and the end of
 sequence, with the loss on those two tokens only. A model trained from scratch on letters alone learns the
 letter prior and stalls near chance: one letter per question is too weak a signal to find which image
-patches a question is about. So the first part of training is a curriculum that also asks the same
-questions in LLaVA-1.5's short-answer format ("... Answer the question using a single word or phrase.
-ASSISTANT: red"), loss again on the answer only; its share falls to zero before the end, and the last
-part of training is the paper's prompt alone. And while it learns, a linear read-out on the image tokens the
+patches a question is about. So the first part of training is a curriculum of two auxiliary formats, loss
+again on the answer only: LLaVA-1.5's short-answer format ("... Answer the question using a single word or
+phrase. ASSISTANT: red") and a dense scene description ("Describe the scene. ASSISTANT: top left red circle,
+middle blue square."), the analogue of LLaVA's caption pre-training, where every object named is one more
+look-up from position words to image patches; and a third, text-only one that drills the other half of the
+paper's format, finding the option that says a given answer: over the same lettered options, "Which options say
+green, red, blue?" answered "C, A, D", every option once in a shuffled order, so each example gives as many
+look-ups as it has options. Their share falls to zero before the end, and the last part of training is the
+paper's prompt alone. And while it learns, a linear read-out on the image tokens the
 language model receives (the projector's output) is trained to name, for every patch, the colour and shape of
 the object in its grid cell and the cell itself: dense labels that make the vision tower useful in a few
 hundred steps (what CLIP's pre-training gives LLaVA). The read-out is thrown away; the checkpoint holds only
@@ -64,17 +69,19 @@ TRAIN_SEED = 1
 CHECK_SEED = 12345  # a quick accuracy check while training
 CORPUS_SEED = 99  # prompts the tokenizer is trained on
 SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's short-answer instruction
+DESCRIBE = "Describe the scene."
+FORMATS = ("letter", "short", "describe", "match")  # the paper's prompt, then the curriculum's auxiliary formats
 
 
 @dataclass(frozen=True)
 class Curriculum:
-    """Share of short-answer questions at each step: ``start`` until ``hold``, then linearly 0 at ``until``."""
+    """Share of auxiliary-format records at each step: ``start`` until ``hold``, then linearly 0 at ``until``."""
 
     start: float = 0.5
     hold: float = 0.35
     until: float = 0.7
 
-    def short_answer_share(self, step: int, steps: int) -> float:
+    def auxiliary_share(self, step: int, steps: int) -> float:
         progress = step / steps
         if progress <= self.hold:
             return self.start
@@ -135,6 +142,26 @@ def short_answer_prompt(record: dict) -> str:
     return f"{format_context(record['hint'])}{record['question']}\n{SHORT_ANSWER}"
 
 
+def scene_description(layout: dict[int, tuple[str, str]]) -> str:
+    """Every object in reading order: "top left red circle, middle blue square." """
+    return ", ".join(f"{POSITIONS[cell]} {colour} {shape}" for cell, (colour, shape) in sorted(layout.items())) + "."
+
+
+def prompt_and_answer(record: dict, style: str) -> tuple[str, str | None]:
+    """The user content of ``record`` in ``style`` and its answer text (None: the gold letter, a token of its own)."""
+    if style == "short":
+        return short_answer_prompt(record), record["choices"][record["answer"]]
+    if style == "describe":
+        return DESCRIBE, scene_description(record["layout"])
+    if style == "match":
+        choices = record["choices"]
+        asked = random.Random(f"{record['question']}|{choices}").sample(choices, len(choices))
+        question = f"Which options say {', '.join(asked)}?"
+        letters = ", ".join(OPTION_LETTERS[choices.index(choice)] for choice in asked)
+        return build_prompt(question, choices, record["hint"]), letters
+    return build_prompt(record["question"], record["choices"], record["hint"]), None
+
+
 def chat(tokenizer: PreTrainedTokenizerFast, content: str) -> str:
     """The vicuna chat prompt ending in "ASSISTANT:", as the model adapter and the study build it."""
     messages = [{"role": "user", "content": "<image>\n" + content}]
@@ -146,7 +173,7 @@ def corpus(prompts: int = 400) -> list[str]:
     ``<image>`` (a line break first), so their frequent words are single pieces."""
     records = generate_records(prompts, seed=CORPUS_SEED)
     contents = [build_prompt(r["question"], r["choices"], r["hint"]) for r in records]
-    contents += [short_answer_prompt(r) for r in records]
+    contents += [short_answer_prompt(r) for r in records] + [DESCRIBE, "Which options say"]
     return [*COLOURS, *SHAPES, *POSITIONS, *(f"\n{content} ASSISTANT:" for content in contents)]
 
 
@@ -159,27 +186,25 @@ def answer_token(tokenizer: PreTrainedTokenizerFast, letter: str) -> int:
 
 
 def encode(
-    processor: LlavaProcessor, records: list[dict], short: list[bool], letter_ids: list[int]
+    processor: LlavaProcessor, records: list[dict], styles: list[str], letter_ids: list[int]
 ) -> dict[str, torch.Tensor]:
     """Prompt + answer + EOS per record, left-padded as at evaluation; labels only on the answer and EOS.
 
-    ``short[i]`` picks the short-answer format for record ``i`` (answer: the choice's text) instead of the
-    paper's prompt (answer: its letter).
+    ``styles[i]`` is the format of record ``i`` (one of :data:`FORMATS`): the paper's prompt answers with the
+    option's letter, the auxiliary formats with text.
     """
     tokenizer = processor.tokenizer
-    prompts = [
-        chat(tokenizer, short_answer_prompt(r) if s else build_prompt(r["question"], r["choices"], r["hint"]))
-        for r, s in zip(records, short)
-    ]
+    contents = [prompt_and_answer(r, style) for r, style in zip(records, styles)]
+    prompts = [chat(tokenizer, content) for content, _ in contents]
     inputs = processor(
         images=[r["image"] for r in records], text=prompts, return_tensors="pt", padding=True, add_special_tokens=False
     )
     rows, answers = [], []
-    for ids, mask, record, s in zip(inputs["input_ids"], inputs["attention_mask"], records, short):
-        if s:
-            answer = tokenizer.encode(" " + record["choices"][record["answer"]], add_special_tokens=False)
-        else:
+    for ids, mask, record, (_, text) in zip(inputs["input_ids"], inputs["attention_mask"], records, contents):
+        if text is None:
             answer = [letter_ids[record["answer"]]]
+        else:
+            answer = tokenizer.encode(" " + text, add_special_tokens=False)
         answer = answer + [tokenizer.eos_token_id]
         rows.append(ids[mask.bool()].tolist() + answer)
         answers.append(len(answer))
@@ -209,7 +234,7 @@ def accuracy(
     hits: dict[str, list[bool]] = {}
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
-        batch = encode(processor, chunk, [False] * len(chunk), letter_ids)
+        batch = encode(processor, chunk, ["letter"] * len(chunk), letter_ids)
         logits = model(
             input_ids=batch["input_ids"][:, :-2],
             attention_mask=batch["attention_mask"][:, :-2],
@@ -290,24 +315,25 @@ def warmup_cosine(steps: int, warmup: int, floor: float = 0.05):
     return factor
 
 
-def train_batch(step: int, steps: int, batch_size: int, curriculum: Curriculum) -> tuple[list[dict], list[bool]]:
-    """The records of one step and which of them are asked in the short-answer format (seeded by ``step``)."""
+def train_batch(step: int, steps: int, batch_size: int, curriculum: Curriculum) -> tuple[list[dict], list[str]]:
+    """The records of one step and the format each is asked in (seeded by ``step``)."""
     records = generate_records(batch_size, seed=TRAIN_SEED * 10_000_000 + step, with_layout=True)
     rng = random.Random(f"format-{step}")
-    share = curriculum.short_answer_share(step, steps)
-    return records, [rng.random() < share for _ in records]
+    share = curriculum.auxiliary_share(step, steps)
+    styles = [rng.choice(FORMATS[1:]) if rng.random() < share else "letter" for _ in records]
+    return records, styles
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "himap_lmms" / "testbed" / "checkpoint")
-    parser.add_argument("--steps", type=int, default=1400)
+    parser.add_argument("--steps", type=int, default=2200)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--image-lr-scale", type=float, default=1.0, help="LR factor of vision tower + projector")
-    parser.add_argument("--short-answer-share", type=float, default=0.5, help="curriculum share at the start")
+    parser.add_argument("--auxiliary-share", type=float, default=0.6, help="curriculum share at the start")
     parser.add_argument("--layout-weight", type=float, default=0.5, help="weight of the vision read-out loss")
-    parser.add_argument("--minutes", type=float, default=55.0, help="stop early (and save) after this long")
+    parser.add_argument("--minutes", type=float, default=58.0, help="stop early (and save) after this long")
     parser.add_argument("--check-every", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -325,15 +351,15 @@ def main() -> None:
     grid = SPEC.image_size // SPEC.patch_size
     letter_ids = [answer_token(tokenizer, letter) for letter in OPTION_LETTERS[:5]]
     check = generate_records(300, seed=CHECK_SEED)
-    curriculum = Curriculum(start=args.short_answer_share)
+    curriculum = Curriculum(start=args.auxiliary_share)
 
     optimizer = optimizer_for(model, probe, args.lr, args.image_lr_scale)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(args.steps, min(100, args.steps // 10)))
     started = time.time()
     progress = tqdm(range(args.steps), desc="train", mininterval=10)
     for step in progress:
-        records, short = train_batch(step, args.steps, args.batch_size, curriculum)
-        loss = model(**encode(processor, records, short, letter_ids)).loss
+        records, styles = train_batch(step, args.steps, args.batch_size, curriculum)
+        loss = model(**encode(processor, records, styles, letter_ids)).loss
         layout = probe.loss(captured["image_tokens"], layout_targets(records, grid))
         (loss + args.layout_weight * layout).backward()
         torch.nn.utils.clip_grad_norm_([*model.parameters(), *probe.parameters()], 1.0)
@@ -341,7 +367,9 @@ def main() -> None:
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         progress.set_postfix(
-            loss=f"{loss.item():.3f}", layout=f"{layout.item():.3f}", short=f"{sum(short) / len(short):.2f}"
+            loss=f"{loss.item():.3f}",
+            layout=f"{layout.item():.3f}",
+            letter=f"{styles.count('letter') / len(styles):.2f}",
         )
         if (step + 1) % args.check_every == 0:
             scores = describe(accuracy(model, processor, check, letter_ids))
