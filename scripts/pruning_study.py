@@ -3,11 +3,13 @@
     python scripts/pruning_study.py                   # testbed + shipped held-out split -> results/testbed/
     python scripts/pruning_study.py --limit 100 --saliency-examples 10
 
-Budgets are the share of image tokens kept after the last pruning step (50 %, 25 %, 12.5 %, 6.25 %):
-FastV keeps it from K=2; HiMAP keeps 4x that at K1=2 and the budget from K2=8 (the paper's 50 % / 12.5 % shape);
-``random`` is HiMAP's schedule with random ranking; ``input`` keeps evenly spaced tokens from the first layer.
-Because the schedules differ, the table also gives each run's mean share of image tokens over all layers and
-its prefill FLOPs ratio: compare methods at equal cost as well as at equal final budget.
+Budgets are the share of image tokens kept after the last pruning step (50 %, 25 %, 12.5 %, 6.25 %), the way
+the paper names its settings: FastV keeps it from K=2; HiMAP keeps 4x that at K1=2 and the budget from K2=8 (the
+paper's 50 % / 12.5 % shape); ``random`` is HiMAP's schedule with random ranking; ``input`` keeps evenly spaced
+tokens from the first layer. The schedules then cost differently, so two more rows per budget run at HiMAP's
+*cost*: ``fastv=cost`` and ``input=cost`` keep the ratio that gives them HiMAP's mean share of image tokens over
+the layers (what the prefill FLOPs follow). The table gives every run's layer-mean share and FLOPs ratio, and the
+plot shows accuracy against both the final budget and the layer-mean share.
 Questions are scored with the ScienceQA task's own prompt and exact-match rule.
 """
 
@@ -39,14 +41,29 @@ from himap_lmms.pruning import PrunedLlava, PruningConfig  # noqa: E402
 from himap_lmms.testbed import DATA_PATH, TESTBED_PATH  # noqa: E402
 
 BUDGETS = (0.5, 0.25, 0.125, 0.0625)
+METHODS = ("himap", "random", "fastv", "fastv=cost", "input", "input=cost")
 
 
-def methods_at(budget: float) -> dict[str, PruningConfig]:
+def layer_mean_share(config: PruningConfig, num_layers: int) -> float:
+    """Mean over the decoder layers of the share of image tokens a ratio-only schedule lets into each layer."""
+    shares = [1.0] * num_layers
+    for step in config.steps:
+        shares[step.layer :] = [step.ratio] * (num_layers - step.layer)
+    return sum(shares) / num_layers
+
+
+def methods_at(budget: float, num_layers: int) -> dict[str, PruningConfig]:
+    """The configs of one budget; the ``=cost`` ones match HiMAP's layer-mean share (FastV: as close as K=2 allows)."""
+    himap = PruningConfig.himap(k1=2, ratio1=min(1.0, 4 * budget), k2=8, ratio2=budget)
+    share = layer_mean_share(himap, num_layers)
+    fastv_ratio = (share * num_layers - 2) / (num_layers - 2)  # layers 0 and 1 see every image token
     return {
-        "fastv": PruningConfig.fastv(k=2, ratio=budget),
-        "himap": PruningConfig.himap(k1=2, ratio1=min(1.0, 4 * budget), k2=8, ratio2=budget),
+        "himap": himap,
         "random": PruningConfig.random(k1=2, ratio1=min(1.0, 4 * budget), k2=8, ratio2=budget, seed=0),
+        "fastv": PruningConfig.fastv(k=2, ratio=budget),
+        "fastv=cost": PruningConfig.fastv(k=2, ratio=min(1.0, max(fastv_ratio, 1e-3))),
         "input": PruningConfig.input(ratio=budget),
+        "input=cost": PruningConfig.input(ratio=share),
     }
 
 
@@ -89,17 +106,22 @@ def evaluate(model, processor, docs: list[dict], config: PruningConfig, batch_si
 
 
 def plot(rows: list[dict], vanilla: float, path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
-    for method in ("himap", "fastv", "random", "input"):
-        points = sorted((r["budget"], r["accuracy"]) for r in rows if r["method"] == method)
-        axis.plot([100 * b for b, _ in points], [100 * a for _, a in points], marker="o", label=method)
-    axis.axhline(100 * vanilla, color="black", linestyle="--", label="vanilla")
-    axis.set_xscale("log", base=2)
-    axis.set_xticks([100 * b for b in BUDGETS], [f"{100 * b:g}" for b in BUDGETS])
-    axis.set_xlabel("image tokens kept after the last step (%)")
-    axis.set_ylabel("accuracy on the held-out split (%)")
-    axis.set_title("Testbed LLaVA: accuracy under pruning")
-    axis.legend()
+    """Accuracy against the final budget (left) and against the layer-mean share of image tokens (right)."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=120, sharey=True)
+    for method in METHODS:
+        points = sorted((r["budget"], r["image_tokens_kept"], r["accuracy"]) for r in rows if r["method"] == method)
+        style = {"marker": "o", "linestyle": "--" if method.endswith("=cost") else "-", "label": method}
+        axes[0].plot([100 * b for b, _, _ in points], [100 * a for _, _, a in points], **style)
+        axes[1].plot([100 * k for _, k, _ in points], [100 * a for _, _, a in points], **style)
+    for axis in axes:
+        axis.axhline(100 * vanilla, color="black", linestyle=":", label="vanilla")
+        axis.set_xscale("log", base=2)
+    axes[0].set_xticks([100 * b for b in BUDGETS], [f"{100 * b:g}" for b in BUDGETS])
+    axes[0].set_xlabel("image tokens kept after the last step (%)")
+    axes[1].set_xlabel("image tokens kept, mean over layers (%) ~ cost")
+    axes[0].set_ylabel("accuracy on the held-out split (%)")
+    axes[1].legend(fontsize=8)
+    figure.suptitle("Testbed LLaVA: accuracy under pruning")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -126,7 +148,8 @@ def main() -> None:
     vanilla = evaluate(model, processor, docs, PruningConfig.none(), args.batch_size)
     blank = evaluate(model, processor, docs, PruningConfig.none(), args.batch_size, blank=True)
     rows = []
-    runs = [(budget, name, config) for budget in BUDGETS for name, config in methods_at(budget).items()]
+    layers = model.config.get_text_config().num_hidden_layers
+    runs = [(b, name, config) for b in BUDGETS for name, config in methods_at(b, layers).items()]
     for budget, name, config in tqdm(runs, desc="methods x budgets"):
         rows.append(
             {
