@@ -53,15 +53,17 @@ def layer_mean_share(config: PruningConfig, num_layers: int) -> float:
 
 
 def methods_at(budget: float, num_layers: int) -> dict[str, PruningConfig]:
-    """The configs of one budget; the ``=cost`` ones match HiMAP's layer-mean share (FastV: as close as K=2 allows)."""
-    himap = PruningConfig.himap(k1=2, ratio1=min(1.0, 4 * budget), k2=8, ratio2=budget)
+    """The configs of one budget; the ``=cost`` ones match HiMAP's layer-mean share of image tokens."""
+    schedule = {"k1": 2, "ratio1": min(1.0, 4 * budget), "k2": 8, "ratio2": budget}
+    himap = PruningConfig.himap(**schedule)
     share = layer_mean_share(himap, num_layers)
-    fastv_ratio = (share * num_layers - 2) / (num_layers - 2)  # layers 0 and 1 see every image token
+    # Layers 0 and 1 see every image token under both schedules, so this ratio lies in (0, 1].
+    fastv_ratio = (share * num_layers - 2) / (num_layers - 2)
     return {
         "himap": himap,
-        "random": PruningConfig.random(k1=2, ratio1=min(1.0, 4 * budget), k2=8, ratio2=budget, seed=0),
+        "random": PruningConfig.random(**schedule, seed=0),
         "fastv": PruningConfig.fastv(k=2, ratio=budget),
-        "fastv=cost": PruningConfig.fastv(k=2, ratio=min(1.0, max(fastv_ratio, 1e-3))),
+        "fastv=cost": PruningConfig.fastv(k=2, ratio=fastv_ratio),
         "input": PruningConfig.input(ratio=budget),
         "input=cost": PruningConfig.input(ratio=share),
     }
