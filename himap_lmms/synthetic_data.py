@@ -2,7 +2,7 @@
 
 Real ScienceQA cannot be downloaded here, so the demo, the tests and the testbed model use scenes drawn with
 PIL: a 3 x 3 grid of cells, some holding a coloured shape. Every question needs the image, and most need one
-small region of it ("What colour is the shape in the top left?"), which is what visual-token pruning has to
+small region of it ("What colour is the circle in the top left?"), which is what visual-token pruning has to
 keep. Records carry the columns of the hub dataset (``image``, ``question``, ``choices``, ``answer``, ``hint``,
 ``task``, ``grade``, ``subject``, ``topic``, ``category``, ``skill``, ``lecture``, ``solution``) so the same
 task code reads both; :func:`write_dataset` lays them out like the hub repo (config ``ScienceQA-IMG``).
@@ -23,28 +23,34 @@ COLOURS = {
     "green": (40, 170, 60),
     "blue": (40, 80, 220),
     "yellow": (235, 200, 30),
-    "purple": (140, 60, 180),
-    "orange": (245, 130, 30),
 }
-SHAPES = ("circle", "square", "triangle")
+SHAPES = ("circle", "square", "triangle", "cross")
 POSITIONS = (
     "top left", "top middle", "top right",
     "middle left", "centre", "middle right",
     "bottom left", "bottom middle", "bottom right",
 )  # fmt: skip
+CORNERS = {0: "top left", 2: "top right", 6: "bottom left", 8: "bottom right"}
+COUNTS = ("0", "1", "2", "3")
 BACKGROUND = (250, 250, 250)
 CONFIG = "ScienceQA-IMG"
 
-# Question families, each with the ScienceQA-style metadata it is filed under (so per-group accuracy works).
+Scene = dict[int, tuple[str, str]]  # {cell 0-8 in reading order: (colour, shape)}
+Question = tuple[str, list[str], int]  # question text, choices, index of the answer
+
+# Question families: the ScienceQA-style metadata each is filed under (so per-group accuracy works) and its
+# choices. Every family lists the same four choices in the same order, so the letter names the answer and a
+# model has only to read the image, not to find its answer among shuffled options (see README, "The bundled
+# testbed"); chance is 25 %.
 FAMILIES = {
-    "colour_at": ("natural science", "grade2", "colour of the shape at a position"),
-    "shape_at": ("natural science", "grade4", "shape at a position"),
-    "position_of": ("social science", "grade3", "position of a coloured shape"),
-    "count_colour": ("language science", "grade7", "counting shapes of a colour"),
+    "colour_at": ("natural science", "grade2", "colour of the shape at a position", list(COLOURS)),
+    "shape_at": ("natural science", "grade4", "shape at a position", list(SHAPES)),
+    "corner_of": ("social science", "grade3", "corner of a coloured shape", list(CORNERS.values())),
+    "count_colour": ("language science", "grade7", "counting shapes of a colour", list(COUNTS)),
 }
 
 
-def draw_scene(objects: dict[int, tuple[str, str]], size: int) -> Image.Image:
+def draw_scene(objects: Scene, size: int) -> Image.Image:
     """A white canvas with ``{cell: (colour, shape)}`` drawn in a 3 x 3 grid; shapes fill ~60 % of a cell."""
     image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -59,78 +65,94 @@ def draw_scene(objects: dict[int, tuple[str, str]], size: int) -> Image.Image:
             draw.ellipse([left, top, right, bottom], fill=fill)
         elif shape == "square":
             draw.rectangle([left, top, right, bottom], fill=fill)
-        else:
+        elif shape == "triangle":
             draw.polygon([((left + right) / 2, top), (right, bottom), (left, bottom)], fill=fill)
+        else:
+            arm = (right - left) / 6
+            middle_x, middle_y = (left + right) / 2, (top + bottom) / 2
+            draw.rectangle([middle_x - arm, top, middle_x + arm, bottom], fill=fill)
+            draw.rectangle([left, middle_y - arm, right, middle_y + arm], fill=fill)
     return image
 
 
-def _options(rng: random.Random, answer: str, pool: list[str], count: int) -> tuple[list[str], int]:
-    """``count`` distinct options from ``pool`` including ``answer``, shuffled; returns them and its index."""
-    distractors = rng.sample([item for item in pool if item != answer], count - 1)
-    options = [answer, *distractors]
-    rng.shuffle(options)
-    return options, options.index(answer)
+def make_scene(rng: random.Random) -> Scene:
+    """2 to 5 objects in distinct cells; one colour is given to 0 to 3 of them (each count equally likely), the
+    rest get the other colours.
+
+    With colours drawn independently most colours would appear at most once: counting questions would nearly
+    always answer 0 or 1, and a blank canvas ("there is nothing, so 0") would pass the blank-image control.
+    """
+    shared_count = rng.randint(0, 3)
+    cells = rng.sample(range(9), rng.randint(max(2, shared_count), 5))
+    shared = rng.choice(list(COLOURS))
+    chosen = set(rng.sample(cells, shared_count))
+    others = [name for name in COLOURS if name != shared]
+    return {cell: (shared if cell in chosen else rng.choice(others), rng.choice(SHAPES)) for cell in cells}
 
 
-def _colour_at(rng: random.Random, objects: dict[int, tuple[str, str]], count: int):
+def _choose(family: str, answer: str) -> tuple[list[str], int]:
+    choices = FAMILIES[family][3]
+    return list(choices), choices.index(answer)
+
+
+def _colour_at(rng: random.Random, objects: Scene) -> Question:
     cell = rng.choice(sorted(objects))
     colour, shape = objects[cell]
-    options, answer = _options(rng, colour, list(COLOURS), count)
-    return f"What colour is the {shape} in the {POSITIONS[cell]}?", options, answer
+    return f"What colour is the {shape} in the {POSITIONS[cell]}?", *_choose("colour_at", colour)
 
 
-def _shape_at(rng: random.Random, objects: dict[int, tuple[str, str]], count: int):
+def _shape_at(rng: random.Random, objects: Scene) -> Question:
     cell = rng.choice(sorted(objects))
-    options, answer = _options(rng, objects[cell][1], list(SHAPES), min(count, len(SHAPES)))
-    return f"Which shape is in the {POSITIONS[cell]}?", options, answer
+    return f"Which shape is in the {POSITIONS[cell]}?", *_choose("shape_at", objects[cell][1])
 
 
-def _position_of(rng: random.Random, objects: dict[int, tuple[str, str]], count: int):
-    unique = [cell for cell, (colour, _) in objects.items() if sum(c == colour for c, _ in objects.values()) == 1]
+def _corner_of(rng: random.Random, objects: Scene) -> Question | None:
+    """A corner object whose colour and shape no other object shares (so the question has one answer)."""
+    combos = list(objects.values())
+    unique = [cell for cell in CORNERS if cell in objects and combos.count(objects[cell]) == 1]
     if not unique:
         return None
-    cell = rng.choice(sorted(unique))
+    cell = rng.choice(unique)
     colour, shape = objects[cell]
-    options, answer = _options(rng, POSITIONS[cell], list(POSITIONS), count)
-    return f"Where is the {colour} {shape}?", options, answer
+    return f"Which corner is the {colour} {shape} in?", *_choose("corner_of", CORNERS[cell])
 
 
-def _count_colour(rng: random.Random, objects: dict[int, tuple[str, str]], count: int):
-    """Recolours ``objects`` in place so that 0 to 3 of them have the asked colour, each count about as likely.
+def _count_colour(rng: random.Random, objects: Scene) -> Question:
+    """Draws the count first, then a colour with it, so that counts stay spread.
 
-    With colours drawn independently most counts would be 0 or 1: a model could guess them, and a blank canvas
-    ("there is nothing, so 0") would pass the blank-image control on half the counting questions.
+    A count no colour has becomes the largest count there is: the missing ones are nearly always the high ones.
     """
-    colour = rng.choice(list(COLOURS))
-    true = rng.randint(0, min(3, len(objects)))
-    chosen = set(rng.sample(sorted(objects), true))
-    others = [name for name in COLOURS if name != colour]
-    for cell, (_, shape) in objects.items():
-        objects[cell] = (colour if cell in chosen else rng.choice(others), shape)
-    options, answer = _options(rng, str(true), [str(n) for n in range(6)], count)
-    return f"How many {colour} shapes are there?", options, answer
+    counts = {colour: sum(c == colour for c, _ in objects.values()) for colour in COLOURS}
+    count = rng.randint(0, 3)
+    if count not in counts.values():
+        count = max(n for n in counts.values() if n <= 3)
+    colour = rng.choice([name for name, n in counts.items() if n == count])
+    return f"How many {colour} shapes are there?", *_choose("count_colour", str(count))
 
 
-_ASK: dict[str, Callable] = {
+_ASK: dict[str, Callable[[random.Random, Scene], Question | None]] = {
     "colour_at": _colour_at,
     "shape_at": _shape_at,
-    "position_of": _position_of,
+    "corner_of": _corner_of,
     "count_colour": _count_colour,
 }
+
+
+def ask(rng: random.Random, family: str, objects: Scene) -> Question | None:
+    """A question of ``family`` about ``objects`` (None if the scene has none: no unique corner object)."""
+    return _ASK[family](rng, objects)
 
 
 def make_record(rng: random.Random, image_size: int, with_layout: bool = False) -> dict[str, Any]:
     """One scene and one question about it, as a ScienceQA-IMG row (plus ``layout`` if asked, see below)."""
     while True:
-        cells = rng.sample(range(9), rng.randint(2, 5))
-        objects = {cell: (rng.choice(list(COLOURS)), rng.choice(SHAPES)) for cell in cells}
+        objects = make_scene(rng)
         family = rng.choice(list(FAMILIES))
-        count = rng.choices([2, 3, 4, 5], weights=[1, 2, 6, 1])[0]
-        asked = _ASK[family](rng, objects, count)
+        asked = ask(rng, family, objects)
         if asked is not None:
             break
     question, choices, answer = asked
-    subject, grade, skill = FAMILIES[family]
+    subject, grade, skill, _ = FAMILIES[family]
     record = {
         "image": draw_scene(objects, image_size),
         "question": question,

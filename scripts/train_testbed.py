@@ -1,31 +1,26 @@
 """Train the testbed LLaVA from scratch on synthetic scenes, so pruning has real accuracy to lose.
 
-    python scripts/train_testbed.py                     # ~50 min on 2 CPU cores; writes himap_lmms/testbed/checkpoint
+    python scripts/train_testbed.py                     # ~45 min on 2 CPU cores; writes himap_lmms/testbed/checkpoint
     python scripts/train_testbed.py --steps 200 --out /tmp/testbed   # a quick smoke run
 
 Same classes as LLaVA-1.5 (CLIP vision tower, projector, Llama language model), 168 px images in 14 px
 patches (144 image tokens) and 12 language layers, so HiMAP's K1 = 2 and K2 = 8 sit where they sit in 7B.
 
-It learns the paper's prompt: system prompt, "USER: <image>\\n{context}{question}\\nA. ...\\nAnswer with the
+It learns the paper's prompt: system prompt, "USER: <image>\n{context}{question}\nA. ...\nAnswer with the
 option's letter from the given choices directly. ASSISTANT:" and then the answer letter and the end of
-sequence, with the loss on those two tokens only. A model trained from scratch on letters alone learns the
-letter prior and stalls near chance: one letter per question is too weak a signal to find which image
-patches a question is about. So the first part of training is a curriculum of two auxiliary formats, loss
-again on the answer only: LLaVA-1.5's short-answer format ("... Answer the question using a single word or
-phrase. ASSISTANT: red") and a dense scene description ("Describe the scene. ASSISTANT: top left red circle,
-middle blue square."), the analogue of LLaVA's caption pre-training, where every object named is one more
-look-up from position words to image patches; and a third, text-only one that drills the other half of the
-paper's format, finding the option that says a given answer: over the same lettered options, "Which options say
-green, red, blue?" answered "C, A, D", every option once in a shuffled order, so each example gives as many
-look-ups as it has options. Their share falls to zero before the end, and the last part of training is the
-paper's prompt alone. And while it learns, a linear read-out on the image tokens the
-language model receives (the projector's output) is trained to name, for every patch, the colour and shape of
-the object in its grid cell and the cell itself: dense labels that make the vision tower useful in a few
-hundred steps (what CLIP's pre-training gives LLaVA). The read-out is thrown away; the checkpoint holds only
-the LLaVA classes.
+sequence. One letter per image is too weak a signal for a model trained from scratch to find which image
+patches a question is about: on this budget it learns the letter prior and stalls near chance. So every
+training image comes with a conversation, as LLaVA's instruction data does: the first turn is exactly the
+evaluation prompt, and further turns ask more questions about the same image in the same format, with the
+loss on every answer. Early in training some conversations end with a dense scene description ("Describe the
+scene. ASSISTANT: top left red circle, centre blue square."), the analogue of LLaVA's caption pre-training.
+And while it learns, a linear read-out on the image tokens the language model receives (the projector's
+output) is trained to name, for every patch, the colour and shape of the object in its grid cell and the
+cell itself: dense labels that make the vision tower useful in a few hundred steps (what CLIP's pre-training
+gives LLaVA). The read-out is thrown away; the checkpoint holds only the LLaVA classes.
 
-Training questions come from the same generator as the shipped held-out split, with other seeds; the split
-itself is never trained on. Seeded: the same command gives the same weights on the same machine and thread
+Training scenes and questions come from the same generator as the shipped held-out split, with other seeds;
+the split itself is never trained on. Seeded: the same command gives the same weights on the same machine and thread
 count.
 """
 
@@ -40,14 +35,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tasks" / "scienceqa_img_himap"))
-from utils import OPTION_LETTERS, build_prompt, format_context  # noqa: E402  (the task's prompt: train = test)
+from utils import OPTION_LETTERS, build_prompt  # noqa: E402  (the task's prompt: train = test)
 
-from himap_lmms.synthetic_data import COLOURS, POSITIONS, SHAPES, generate_records  # noqa: E402
+from himap_lmms.synthetic_data import (  # noqa: E402
+    COLOURS,
+    FAMILIES,
+    POSITIONS,
+    SHAPES,
+    ask,
+    draw_scene,
+    generate_records,
+    make_scene,
+)
 from himap_lmms.tiny_llava import TinyLlavaSpec, build_config, build_processor, build_tokenizer  # noqa: E402
 
 SPEC = TinyLlavaSpec(
@@ -68,20 +73,19 @@ SPEC = TinyLlavaSpec(
 TRAIN_SEED = 1
 CHECK_SEED = 12345  # a quick accuracy check while training
 CORPUS_SEED = 99  # prompts the tokenizer is trained on
-SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's short-answer instruction
 DESCRIBE = "Describe the scene."
-FORMATS = ("letter", "short", "describe", "match")  # the paper's prompt, then the curriculum's auxiliary formats
 
 
 @dataclass(frozen=True)
 class Curriculum:
-    """Share of auxiliary-format records at each step: ``start`` until ``hold``, then linearly 0 at ``until``."""
+    """Share of conversations ending in a scene description: ``start`` until ``hold``, then linearly 0 at
+    ``until``."""
 
     start: float = 0.5
     hold: float = 0.35
     until: float = 0.7
 
-    def auxiliary_share(self, step: int, steps: int) -> float:
+    def describe_share(self, step: int, steps: int) -> float:
         progress = step / steps
         if progress <= self.hold:
             return self.start
@@ -109,17 +113,17 @@ class LayoutProbe(torch.nn.Module):
         return sum(losses) / len(losses)
 
 
-def layout_targets(records: list[dict], grid: int) -> torch.Tensor:
+def layout_targets(conversations: list[Conversation], grid: int) -> torch.Tensor:
     """(batch, grid * grid, 3): colour id (0 = none), shape id (0 = none) and cell of every patch's grid cell.
 
     Patches are in the vision tower's raster order; the 3 x 3 scene grid splits the patch grid in thirds.
     """
     colours, shapes = list(COLOURS), list(SHAPES)
     cells = [(row * 3 // grid) * 3 + column * 3 // grid for row in range(grid) for column in range(grid)]
-    targets = torch.zeros(len(records), grid * grid, 3, dtype=torch.long)
-    for i, record in enumerate(records):
+    targets = torch.zeros(len(conversations), grid * grid, 3, dtype=torch.long)
+    for i, talk in enumerate(conversations):
         for patch, cell in enumerate(cells):
-            colour, shape = record["layout"].get(cell, (None, None))
+            colour, shape = talk.layout.get(cell, (None, None))
             targets[i, patch, 0] = 0 if colour is None else colours.index(colour) + 1
             targets[i, patch, 1] = 0 if shape is None else shapes.index(shape) + 1
             targets[i, patch, 2] = cell
@@ -137,29 +141,19 @@ def capture_image_tokens(model: LlavaForConditionalGeneration) -> dict[str, torc
     return captured
 
 
-def short_answer_prompt(record: dict) -> str:
-    """The question without options, in LLaVA-1.5's short-answer style."""
-    return f"{format_context(record['hint'])}{record['question']}\n{SHORT_ANSWER}"
+@dataclass
+class Conversation:
+    """One image and the turns asked about it: user content and the answer's token ids (EOS not included)."""
+
+    image: Image.Image
+    layout: dict[int, tuple[str, str]]
+    turns: list[tuple[str, list[int]]]
+    family: str = ""  # the first question's family, for per-family accuracy
 
 
 def scene_description(layout: dict[int, tuple[str, str]]) -> str:
-    """Every object in reading order: "top left red circle, middle blue square." """
+    """Every object in reading order: "top left red circle, centre blue square." """
     return ", ".join(f"{POSITIONS[cell]} {colour} {shape}" for cell, (colour, shape) in sorted(layout.items())) + "."
-
-
-def prompt_and_answer(record: dict, style: str) -> tuple[str, str | None]:
-    """The user content of ``record`` in ``style`` and its answer text (None: the gold letter, a token of its own)."""
-    if style == "short":
-        return short_answer_prompt(record), record["choices"][record["answer"]]
-    if style == "describe":
-        return DESCRIBE, scene_description(record["layout"])
-    if style == "match":
-        choices = record["choices"]
-        asked = random.Random(f"{record['question']}|{choices}").sample(choices, len(choices))
-        question = f"Which options say {', '.join(asked)}?"
-        letters = ", ".join(OPTION_LETTERS[choices.index(choice)] for choice in asked)
-        return build_prompt(question, choices, record["hint"]), letters
-    return build_prompt(record["question"], record["choices"], record["hint"]), None
 
 
 def chat(tokenizer: PreTrainedTokenizerFast, content: str) -> str:
@@ -169,11 +163,10 @@ def chat(tokenizer: PreTrainedTokenizerFast, content: str) -> str:
 
 
 def corpus(prompts: int = 400) -> list[str]:
-    """Text the tokenizer is trained on: prompts of both formats as the chat template lays them out after
-    ``<image>`` (a line break first), so their frequent words are single pieces."""
+    """Text the tokenizer is trained on: prompts as the chat template lays them out after ``<image>`` (a line
+    break first), so their frequent words are single pieces."""
     records = generate_records(prompts, seed=CORPUS_SEED)
-    contents = [build_prompt(r["question"], r["choices"], r["hint"]) for r in records]
-    contents += [short_answer_prompt(r) for r in records] + [DESCRIBE, "Which options say"]
+    contents = [build_prompt(r["question"], r["choices"], r["hint"]) for r in records] + [DESCRIBE]
     return [*COLOURS, *SHAPES, *POSITIONS, *(f"\n{content} ASSISTANT:" for content in contents)]
 
 
@@ -185,37 +178,70 @@ def answer_token(tokenizer: PreTrainedTokenizerFast, letter: str) -> int:
     return ids[0]
 
 
-def encode(
-    processor: LlavaProcessor, records: list[dict], styles: list[str], letter_ids: list[int]
-) -> dict[str, torch.Tensor]:
-    """Prompt + answer + EOS per record, left-padded as at evaluation; labels only on the answer and EOS.
+def from_record(record: dict, letter_ids: list[int]) -> Conversation:
+    """A held-out style record as a one-turn conversation in the paper's prompt."""
+    content = build_prompt(record["question"], record["choices"], record["hint"])
+    turns = [(content, [letter_ids[record["answer"]]])]
+    return Conversation(record["image"], record.get("layout", {}), turns, record["category"])
 
-    ``styles[i]`` is the format of record ``i`` (one of :data:`FORMATS`): the paper's prompt answers with the
-    option's letter, the auxiliary formats with text.
+
+def conversation(
+    rng: random.Random, tokenizer: PreTrainedTokenizerFast, letter_ids: list[int], questions: int, describe: bool
+) -> Conversation:
+    """A scene asked ``questions`` distinct questions in the paper's prompt (a hint on about 30 % of them), then
+    with ``describe`` its description."""
+    objects = make_scene(rng)
+    turns, family = [], ""
+    asked: set[str] = set()
+    for _ in range(4 * questions):
+        if len(turns) == questions:
+            break
+        name = rng.choice(list(FAMILIES))
+        question = ask(rng, name, objects)
+        if question is None or question[0] in asked:
+            continue
+        asked.add(question[0])
+        text, choices, answer = question
+        hint = "Look at the picture." if rng.random() < 0.3 else ""
+        turns.append((build_prompt(text, choices, hint), [letter_ids[answer]]))
+        family = family or name
+    if describe:
+        turns.append((DESCRIBE, tokenizer.encode(" " + scene_description(objects), add_special_tokens=False)))
+    return Conversation(draw_scene(objects, SPEC.image_size), objects, turns, family)
+
+
+def encode(processor: LlavaProcessor, conversations: list[Conversation]) -> dict[str, torch.Tensor]:
+    """Token ids of whole conversations, left-padded as at evaluation; labels on every answer and its EOS.
+
+    The first turn goes through the processor exactly as at evaluation (``<image>`` expanded to the image
+    tokens); later turns follow the chat template's layout: `` USER: {content} ASSISTANT:``.
     """
     tokenizer = processor.tokenizer
-    contents = [prompt_and_answer(r, style) for r, style in zip(records, styles)]
-    prompts = [chat(tokenizer, content) for content, _ in contents]
+    first = [chat(tokenizer, c.turns[0][0]) for c in conversations]
     inputs = processor(
-        images=[r["image"] for r in records], text=prompts, return_tensors="pt", padding=True, add_special_tokens=False
+        images=[c.image for c in conversations], text=first, return_tensors="pt", padding=True, add_special_tokens=False
     )
-    rows, answers = [], []
-    for ids, mask, record, (_, text) in zip(inputs["input_ids"], inputs["attention_mask"], records, contents):
-        if text is None:
-            answer = [letter_ids[record["answer"]]]
-        else:
-            answer = tokenizer.encode(" " + text, add_special_tokens=False)
-        answer = answer + [tokenizer.eos_token_id]
-        rows.append(ids[mask.bool()].tolist() + answer)
-        answers.append(len(answer))
+    rows, targets = [], []
+    for ids, mask, talk in zip(inputs["input_ids"], inputs["attention_mask"], conversations):
+        row = ids[mask.bool()].tolist()
+        target = [-100] * len(row)
+        for index, (content, answer) in enumerate(talk.turns):
+            if index:
+                prompt = tokenizer.encode(f" USER: {content} ASSISTANT:", add_special_tokens=False)
+                row += prompt
+                target += [-100] * len(prompt)
+            row += [*answer, tokenizer.eos_token_id]
+            target += [*answer, tokenizer.eos_token_id]
+        rows.append(row)
+        targets.append(target)
     width = max(map(len, rows))
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), -100)
-    for i, (row, n) in enumerate(zip(rows, answers)):
+    for i, (row, target) in enumerate(zip(rows, targets)):
         input_ids[i, width - len(row) :] = torch.tensor(row)
         attention_mask[i, width - len(row) :] = 1
-        labels[i, width - n :] = input_ids[i, width - n :]
+        labels[i, width - len(row) :] = torch.tensor(target)
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
@@ -228,22 +254,22 @@ def encode(
 def accuracy(
     model, processor: LlavaProcessor, records: list[dict], letter_ids: list[int], batch_size: int = 50
 ) -> dict[str, float]:
-    """Greedy first answer token against the gold letter on the paper's prompt (what the task scores):
+    """Greedy first answer token against the gold letter on the paper's one-turn prompt (what the task scores):
     overall (``"all"``) and per question family."""
     model.eval()
     hits: dict[str, list[bool]] = {}
     for start in range(0, len(records), batch_size):
-        chunk = records[start : start + batch_size]
-        batch = encode(processor, chunk, ["letter"] * len(chunk), letter_ids)
+        chunk = [from_record(record, letter_ids) for record in records[start : start + batch_size]]
+        batch = encode(processor, chunk)
         logits = model(
             input_ids=batch["input_ids"][:, :-2],
             attention_mask=batch["attention_mask"][:, :-2],
             pixel_values=batch["pixel_values"],
             logits_to_keep=1,
         ).logits[:, -1]
-        for record, hit in zip(chunk, (logits.argmax(-1) == batch["labels"][:, -2]).tolist()):
+        for talk, hit in zip(chunk, (logits.argmax(-1) == batch["labels"][:, -2]).tolist()):
             hits.setdefault("all", []).append(hit)
-            hits.setdefault(record["category"], []).append(hit)
+            hits.setdefault(talk.family, []).append(hit)
     model.train()
     return {group: sum(values) / len(values) for group, values in hits.items()}
 
@@ -315,26 +341,32 @@ def warmup_cosine(steps: int, warmup: int, floor: float = 0.05):
     return factor
 
 
-def train_batch(step: int, steps: int, batch_size: int, curriculum: Curriculum) -> tuple[list[dict], list[str]]:
-    """The records of one step and the format each is asked in (seeded by ``step``)."""
-    records = generate_records(batch_size, seed=TRAIN_SEED * 10_000_000 + step, with_layout=True)
-    rng = random.Random(f"format-{step}")
-    share = curriculum.auxiliary_share(step, steps)
-    styles = [rng.choice(FORMATS[1:]) if rng.random() < share else "letter" for _ in records]
-    return records, styles
+def train_batch(
+    step: int, steps: int, settings: argparse.Namespace, tokenizer: PreTrainedTokenizerFast, letter_ids: list[int]
+) -> list[Conversation]:
+    """The conversations of one step (seeded by ``step``)."""
+    rng = random.Random(TRAIN_SEED * 10_000_000 + step)
+    share = Curriculum(start=settings.describe_share).describe_share(step, steps)
+    return [
+        conversation(rng, tokenizer, letter_ids, settings.questions, rng.random() < share)
+        for _ in range(settings.batch_size)
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "himap_lmms" / "testbed" / "checkpoint")
-    parser.add_argument("--steps", type=int, default=2200)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--image-lr-scale", type=float, default=1.0, help="LR factor of vision tower + projector")
-    parser.add_argument("--auxiliary-share", type=float, default=0.6, help="curriculum share at the start")
+    parser.add_argument("--questions", type=int, default=6, help="questions asked about each training image")
+    parser.add_argument(
+        "--describe-share", type=float, default=0.5, help="conversations describing the scene, at first"
+    )
     parser.add_argument("--layout-weight", type=float, default=0.5, help="weight of the vision read-out loss")
     parser.add_argument("--minutes", type=float, default=58.0, help="stop early (and save) after this long")
-    parser.add_argument("--check-every", type=int, default=200)
+    parser.add_argument("--check-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -351,16 +383,15 @@ def main() -> None:
     grid = SPEC.image_size // SPEC.patch_size
     letter_ids = [answer_token(tokenizer, letter) for letter in OPTION_LETTERS[:5]]
     check = generate_records(300, seed=CHECK_SEED)
-    curriculum = Curriculum(start=args.auxiliary_share)
 
     optimizer = optimizer_for(model, probe, args.lr, args.image_lr_scale)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(args.steps, min(100, args.steps // 10)))
     started = time.time()
     progress = tqdm(range(args.steps), desc="train", mininterval=10)
     for step in progress:
-        records, styles = train_batch(step, args.steps, args.batch_size, curriculum)
-        loss = model(**encode(processor, records, styles, letter_ids)).loss
-        layout = probe.loss(captured["image_tokens"], layout_targets(records, grid))
+        conversations = train_batch(step, args.steps, args, tokenizer, letter_ids)
+        loss = model(**encode(processor, conversations)).loss
+        layout = probe.loss(captured["image_tokens"], layout_targets(conversations, grid))
         (loss + args.layout_weight * layout).backward()
         torch.nn.utils.clip_grad_norm_([*model.parameters(), *probe.parameters()], 1.0)
         optimizer.step()
@@ -369,7 +400,6 @@ def main() -> None:
         progress.set_postfix(
             loss=f"{loss.item():.3f}",
             layout=f"{layout.item():.3f}",
-            letter=f"{styles.count('letter') / len(styles):.2f}",
         )
         if (step + 1) % args.check_every == 0:
             scores = describe(accuracy(model, processor, check, letter_ids))

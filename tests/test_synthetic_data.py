@@ -8,7 +8,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from himap_lmms.synthetic_data import COLOURS, POSITIONS, generate_records, write_dataset
+from himap_lmms.synthetic_data import COLOURS, CORNERS, FAMILIES, generate_records, write_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "data" / "scienceqa_img_synth"
@@ -22,27 +22,29 @@ def test_same_seed_same_records_other_seed_other_records() -> None:
     assert strip(first) != strip(other)
 
 
-def test_records_follow_the_schema_and_answers_are_in_range() -> None:
+def test_records_follow_the_schema_and_list_their_familys_four_choices() -> None:
+    """Four distinct choices (chance 25 %), always in the family's order, so the letter names the answer."""
     for record in generate_records(200, seed=0):
         assert COLUMNS <= set(record)
         assert isinstance(record["question"], str) and record["question"].endswith("?")
-        assert 2 <= len(record["choices"]) <= 5 and len(set(record["choices"])) == len(record["choices"])
-        assert 0 <= record["answer"] < len(record["choices"])
+        assert record["choices"] == FAMILIES[record["category"]][3]
+        assert len(set(record["choices"])) == 4 and 0 <= record["answer"] < 4
         assert record["grade"].startswith("grade")
         pixels = np.asarray(record["image"])
         assert pixels.shape == (168, 168, 3) and pixels.std() > 10
 
 
-def test_position_questions_name_a_cell_whose_pixels_hold_the_shape() -> None:
-    """The answer really is in the named region: that cell is coloured, not background."""
+def test_corner_questions_name_a_corner_whose_pixels_hold_the_asked_colour() -> None:
+    """The answer really is in the named region: that corner cell shows the colour the question names."""
+    cells = {name: cell for cell, name in CORNERS.items()}
     checked = 0
     for record in generate_records(300, seed=5):
-        if record["category"] != "position_of":
+        if record["category"] != "corner_of":
             continue
-        cell = POSITIONS.index(record["choices"][record["answer"]])
-        row, column = divmod(cell, 3)
+        colour = record["question"].split()[4]  # "Which corner is the {colour} {shape} in?"
+        row, column = divmod(cells[record["choices"][record["answer"]]], 3)
         patch = np.asarray(record["image"])[row * 56 + 20 : row * 56 + 36, column * 56 + 20 : column * 56 + 36]
-        assert (patch.astype(int).sum(axis=-1) < 600).mean() > 0.5
+        assert (patch.reshape(-1, 3) == COLOURS[colour]).all(axis=-1).mean() > 0.3
         checked += 1
     assert checked > 30
 
