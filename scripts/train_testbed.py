@@ -1,6 +1,6 @@
 """Train the testbed LLaVA from scratch on synthetic scenes, so pruning has real accuracy to lose.
 
-    python scripts/train_testbed.py                     # ~45 min on 2 CPU cores; writes himap_lmms/testbed/checkpoint
+    python scripts/train_testbed.py                     # ~37 min on 2 CPU cores; writes himap_lmms/testbed/checkpoint
     python scripts/train_testbed.py --steps 200 --out /tmp/testbed   # a quick smoke run
 
 Same classes as LLaVA-1.5 (CLIP vision tower, projector, Llama language model), 168 px images in 14 px
