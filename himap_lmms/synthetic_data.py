@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import datasets
 from PIL import Image, ImageDraw
@@ -38,15 +38,26 @@ CONFIG = "ScienceQA-IMG"
 Scene = dict[int, tuple[str, str]]  # {cell 0-8 in reading order: (colour, shape)}
 Question = tuple[str, list[str], int]  # question text, choices, index of the answer
 
-# Question families: the ScienceQA-style metadata each is filed under (so per-group accuracy works) and its
-# choices. Every family lists the same four choices in the same order, so the letter names the answer and a
-# model has only to read the image, not to find its answer among shuffled options (see README, "The bundled
-# testbed"); chance is 25 %.
+HINT = "Look at the picture."
+
+
+class Family(NamedTuple):
+    """A question family: the ScienceQA-style metadata it is filed under (so per-group accuracy works) and its
+    choices. Every family lists the same four choices in the same order, so the letter names the answer and a
+    model has only to read the image, not to find its answer among shuffled options (see README, "The bundled
+    testbed"); chance is 25 %."""
+
+    subject: str
+    grade: str
+    skill: str
+    choices: list[str]
+
+
 FAMILIES = {
-    "colour_at": ("natural science", "grade2", "colour of the shape at a position", list(COLOURS)),
-    "shape_at": ("natural science", "grade4", "shape at a position", list(SHAPES)),
-    "corner_of": ("social science", "grade3", "corner of a coloured shape", list(CORNERS.values())),
-    "count_colour": ("language science", "grade7", "counting shapes of a colour", list(COUNTS)),
+    "colour_at": Family("natural science", "grade2", "colour of the shape at a position", list(COLOURS)),
+    "shape_at": Family("natural science", "grade4", "shape at a position", list(SHAPES)),
+    "corner_of": Family("social science", "grade3", "corner of a coloured shape", list(CORNERS.values())),
+    "count_colour": Family("language science", "grade7", "counting shapes of a colour", list(COUNTS)),
 }
 
 
@@ -91,7 +102,7 @@ def make_scene(rng: random.Random) -> Scene:
 
 
 def _choose(family: str, answer: str) -> tuple[list[str], int]:
-    choices = FAMILIES[family][3]
+    choices = FAMILIES[family].choices
     return list(choices), choices.index(answer)
 
 
@@ -143,6 +154,11 @@ def ask(rng: random.Random, family: str, objects: Scene) -> Question | None:
     return _ASK[family](rng, objects)
 
 
+def draw_hint(rng: random.Random) -> str:
+    """The hint column: :data:`HINT` on about 30 % of questions, else empty (most ScienceQA hints are empty)."""
+    return HINT if rng.random() < 0.3 else ""
+
+
 def make_record(rng: random.Random, image_size: int, with_layout: bool = False) -> dict[str, Any]:
     """One scene and one question about it, as a ScienceQA-IMG row (plus ``layout`` if asked, see below)."""
     while True:
@@ -152,19 +168,19 @@ def make_record(rng: random.Random, image_size: int, with_layout: bool = False) 
         if asked is not None:
             break
     question, choices, answer = asked
-    subject, grade, skill, _ = FAMILIES[family]
+    family_info = FAMILIES[family]
     record = {
         "image": draw_scene(objects, image_size),
         "question": question,
         "choices": choices,
         "answer": answer,
-        "hint": "Look at the picture." if rng.random() < 0.3 else "",
+        "hint": draw_hint(rng),
         "task": "closed choice",
-        "grade": grade,
-        "subject": subject,
+        "grade": family_info.grade,
+        "subject": family_info.subject,
         "topic": "shapes",
         "category": family,
-        "skill": skill,
+        "skill": family_info.skill,
         "lecture": "",
         "solution": f"The answer is {choices[answer]}.",
     }

@@ -6,7 +6,7 @@
 Same classes as LLaVA-1.5 (CLIP vision tower, projector, Llama language model), 168 px images in 14 px
 patches (144 image tokens) and 12 language layers, so HiMAP's K1 = 2 and K2 = 8 sit where they sit in 7B.
 
-It learns the paper's prompt: system prompt, "USER: <image>\n{context}{question}\nA. ...\nAnswer with the
+It learns the paper's prompt: system prompt, "USER: <image>\\n{context}{question}\\nA. ...\\nAnswer with the
 option's letter from the given choices directly. ASSISTANT:" and then the answer letter and the end of
 sequence. One letter per image is too weak a signal for a model trained from scratch to find which image
 patches a question is about: on this budget it learns the letter prior and stalls near chance. So every
@@ -48,7 +48,9 @@ from himap_lmms.synthetic_data import (  # noqa: E402
     FAMILIES,
     POSITIONS,
     SHAPES,
+    Scene,
     ask,
+    draw_hint,
     draw_scene,
     generate_records,
     make_scene,
@@ -146,12 +148,12 @@ class Conversation:
     """One image and the turns asked about it: user content and the answer's token ids (EOS not included)."""
 
     image: Image.Image
-    layout: dict[int, tuple[str, str]]
+    layout: Scene
     turns: list[tuple[str, list[int]]]
     family: str = ""  # the first question's family, for per-family accuracy
 
 
-def scene_description(layout: dict[int, tuple[str, str]]) -> str:
+def scene_description(layout: Scene) -> str:
     """Every object in reading order: "top left red circle, centre blue square." """
     return ", ".join(f"{POSITIONS[cell]} {colour} {shape}" for cell, (colour, shape) in sorted(layout.items())) + "."
 
@@ -202,8 +204,7 @@ def conversation(
             continue
         asked.add(question[0])
         text, choices, answer = question
-        hint = "Look at the picture." if rng.random() < 0.3 else ""
-        turns.append((build_prompt(text, choices, hint), [letter_ids[answer]]))
+        turns.append((build_prompt(text, choices, draw_hint(rng)), [letter_ids[answer]]))
         family = family or name
     if describe:
         turns.append((DESCRIBE, tokenizer.encode(" " + scene_description(objects), add_special_tokens=False)))
