@@ -1,8 +1,8 @@
 """Attention-disruption sweep: accuracy and agreement when each flow is cut from each start layer.
 
 Runs HIMAP.md's probe 2 in-process (no lmms-eval) on a LLaVA checkpoint and a local ScienceQA-IMG-schema
-dataset directory, with the paper's prompt (the functions of ``tasks/scienceqa_img_himap/utils.py``) and the
-vicuna chat template the ``himap_llava`` adapter uses. Each example is encoded and answered undisturbed once;
+dataset directory, with the paper's prompt (:mod:`himap_lmms.scienceqa`, as the task asks it) and the vicuna chat
+template the ``himap_llava`` adapter uses. Each example is encoded and answered undisturbed once;
 every (flow, start layer) setting then reruns only the disrupted generation.
 
     .venv/bin/python scripts/disruption_sweep.py --model path/to/llava --data data/scienceqa_img_synth \\
@@ -16,25 +16,21 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 from tqdm import tqdm
 from transformers import AutoProcessor, LlavaForConditionalGeneration, PreTrainedModel
 
+from himap_lmms import scienceqa
 from himap_lmms.probes.disruption import FLOWS, Disruption, disrupted_generate, top5_jaccard
 from himap_lmms.probes.plots import plot_disruption_heatmap
 from himap_lmms.probes.report import label_consistent
 from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, with_image_tokens
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SCIENCEQA_UTILS = REPO_ROOT / "tasks" / "scienceqa_img_himap" / "utils.py"
 
 
 @dataclass
@@ -52,18 +48,7 @@ class SweepRow:
     top5_jaccard: float
 
 
-def load_scienceqa_utils(path: Path = SCIENCEQA_UTILS) -> ModuleType:
-    """The ScienceQA task's prompt and scoring functions (a file, not a package, hence loaded by path)."""
-    name = "disruption_sweep_scienceqa_utils"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def encode(processor: Any, scienceqa: ModuleType, doc: Mapping[str, Any], model: PreTrainedModel) -> dict:
+def encode(processor: Any, doc: Mapping[str, Any], model: PreTrainedModel) -> dict:
     """One doc as the adapter encodes it: paper prompt, ``<image>`` first, vicuna template, batch of one."""
     images = scienceqa.doc_to_visual(doc)
     prompt = processor.tokenizer.apply_chat_template(
@@ -85,11 +70,9 @@ def run_sweep(
     end_layer: int | None = None,
     seed: int = 0,
     max_new_tokens: int = 8,
-    scienceqa: ModuleType | None = None,
     progress: bool = True,
 ) -> list[SweepRow]:
     """Score every (flow, start layer) setting on ``docs``; settings are validated before any model call."""
-    scienceqa = scienceqa or load_scienceqa_utils()
     tokenizer = processor.tokenizer
     num_layers = len(model.model.language_model.layers)
     settings = [Disruption(flow, start, end_layer, seed) for flow in flows for start in start_layers]
@@ -98,7 +81,7 @@ def run_sweep(
     bar = tqdm(total=len(docs) * len(settings), desc="disruption sweep", disable=not progress)
     for doc in docs:
         gold = scienceqa.doc_to_target(doc)
-        inputs = encode(processor, scienceqa, doc, model)
+        inputs = encode(processor, doc, model)
         undisturbed = disrupted_generate(model, inputs, None, max_new_tokens, tokenizer.eos_token_id)
         undisturbed_correct = scienceqa.is_correct(
             tokenizer.decode(undisturbed.token_ids, skip_special_tokens=True), gold
@@ -184,7 +167,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from datasets import load_dataset
 
-    scienceqa = load_scienceqa_utils()
     dataset = scienceqa.process_docs(load_dataset(args.data, args.config, split=args.split))
     if args.limit is not None:
         dataset = dataset.select(range(min(args.limit, len(dataset))))
@@ -202,7 +184,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         end_layer=args.end_layer,
         seed=args.seed,
         max_new_tokens=args.max_new_tokens,
-        scienceqa=scienceqa,
     )
     paths = write_outputs(rows, args.out)
     print(paths["markdown"].read_text())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import datasets
@@ -31,13 +30,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tasks" / "scienceqa_img_himap"))
-from utils import build_prompt, doc_to_target, is_correct  # noqa: E402  (the task's prompt and scoring)
-
 from himap_lmms.cost import prefill_cost  # noqa: E402
 from himap_lmms.probes import answer_token_id, saliency_probe  # noqa: E402
 from himap_lmms.probes.report import write_saliency_report  # noqa: E402
 from himap_lmms.pruning import PrunedLlava, PruningConfig  # noqa: E402
+from himap_lmms.scienceqa import build_prompt, doc_to_target, is_correct  # noqa: E402
 from himap_lmms.testbed import DATA_PATH, TESTBED_PATH  # noqa: E402
 
 BUDGETS = (0.5, 0.25, 0.125, 0.0625)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +38,8 @@ from PIL import Image
 from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tasks" / "scienceqa_img_himap"))
-from utils import OPTION_LETTERS, build_prompt  # noqa: E402  (the task's prompt: train = test)
-
-from himap_lmms.synthetic_data import (  # noqa: E402
+from himap_lmms.scienceqa import OPTION_LETTERS, build_prompt  # the task's prompt: train = test
+from himap_lmms.synthetic_data import (
     COLOURS,
     FAMILIES,
     POSITIONS,
@@ -55,7 +51,9 @@ from himap_lmms.synthetic_data import (  # noqa: E402
     generate_records,
     make_scene,
 )
-from himap_lmms.tiny_llava import TinyLlavaSpec, build_config, build_processor, build_tokenizer  # noqa: E402
+from himap_lmms.tiny_llava import TinyLlavaSpec, build_config, build_processor, build_tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
 
 SPEC = TinyLlavaSpec(
     image_size=168,

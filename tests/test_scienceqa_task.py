@@ -7,32 +7,21 @@ working directory, because ``scienceqa_img_himap_local`` reads a path relative t
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import datasets
 import pytest
 from PIL import Image, ImageFile
 
+from himap_lmms import scienceqa as sqa
+
 REPO = Path(__file__).resolve().parents[1]
 TASK_DIR = REPO / "tasks" / "scienceqa_img_himap"
 LOCAL_DATA = Path("data") / "scienceqa_img_synth"
 POST = "Answer with the option's letter from the given choices directly."
-
-
-def _load_utils() -> ModuleType:
-    """tasks/ is not a package (lmms-eval loads it by path), so the tests do the same."""
-    spec = importlib.util.spec_from_file_location("scienceqa_img_himap_utils", TASK_DIR / "utils.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sqa = _load_utils()
 
 
 def png_bytes(colour: str = "red", size: int = 16) -> bytes:

@@ -1,46 +1,23 @@
 """Scoring and reporting of the HiMAP probe tasks (himap_saliency, himap_disruption).
 
 The prompt, the visual, the target and the data checks are those of ``tasks/scienceqa_img_himap`` (the paper's
-prompt): that module is loaded from its file and its functions are re-exported, so both task families always
-ask the same question. The model side is ``himap_llava``: it sees ``probe`` in the generation_kwargs, runs
-:func:`himap_lmms.probes.run_probe_request` and returns the probe's JSON record as the "generated text",
-which :func:`saliency_process_results` / :func:`disruption_process_results` parse here.
+prompt, from :mod:`himap_lmms.scienceqa`), so both task families always ask the same question. The model side
+is ``himap_llava``: it sees ``probe`` in the generation_kwargs, runs :func:`himap_lmms.probes.run_probe_request`
+and returns the probe's JSON record as the "generated text", which :func:`saliency_process_results` /
+:func:`disruption_process_results` parse here.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Mapping
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from himap_lmms.probes.disruption import top5_jaccard
 from himap_lmms.probes.report import average_flows, label_consistent, peak_layer, probe_dir, write_saliency_report
+from himap_lmms.scienceqa import doc_to_target, doc_to_text, doc_to_visual, is_correct, process_docs  # noqa: F401
 
-PROMPT_MODULE_PATH = Path(__file__).resolve().parent.parent / "scienceqa_img_himap" / "utils.py"
-_PROMPT_MODULE_NAME = "himap_probes_scienceqa_img_himap_utils"
-
-
-def _prompt_module() -> ModuleType:
-    """The ScienceQA task's utils, loaded once under a unique name (both files are called ``utils.py``)."""
-    if _PROMPT_MODULE_NAME not in sys.modules:
-        spec = importlib.util.spec_from_file_location(_PROMPT_MODULE_NAME, PROMPT_MODULE_PATH)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[_PROMPT_MODULE_NAME] = module
-        spec.loader.exec_module(module)
-    return sys.modules[_PROMPT_MODULE_NAME]
-
-
-_scienceqa = _prompt_module()
-process_docs = _scienceqa.process_docs
-doc_to_visual = _scienceqa.doc_to_visual
-doc_to_text = _scienceqa.doc_to_text
-doc_to_target = _scienceqa.doc_to_target
-is_correct = _scienceqa.is_correct
-
+# (doc_to_visual and process_docs are not used here: the YAMLs name them as hooks of this module.)
 
 # ----------------------------------------------------------------------------------------------------------
 # Saliency
