@@ -1,7 +1,7 @@
 """Train the testbed LLaVA from scratch on synthetic scenes, so pruning has real accuracy to lose.
 
-    python scripts/train_testbed.py                     # ~37 min on 2 CPU cores; writes himap_lmms/testbed/checkpoint
-    python scripts/train_testbed.py --steps 200 --out /tmp/testbed   # a quick smoke run
+    python scripts/train_testbed.py                   # ~37 min on 2 CPU cores; writes himap_lmms/testbed/llava-testbed
+    python scripts/train_testbed.py --steps 200 --out /tmp/testbed # a quick smoke run
 
 Same classes as LLaVA-1.5 (CLIP vision tower, projector, Llama language model), 168 px images in 14 px
 patches (144 image tokens) and 12 language layers, so HiMAP's K1 = 2 and K2 = 8 sit where they sit in 7B.
@@ -354,7 +354,7 @@ def train_batch(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=REPO / "himap_lmms" / "testbed" / "checkpoint")
+    parser.add_argument("--out", type=Path, default=REPO / "himap_lmms" / "testbed" / "llava-testbed")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1.5e-3)
