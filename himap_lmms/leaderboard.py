@@ -42,7 +42,7 @@ import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +68,13 @@ NON_SETTINGS = frozenset({"cost_log"})
 
 VANILLA = "none"
 _DATE_FORMAT = "%Y%m%d_%H%M%S"
+# lmms-eval stamps ``date`` and its file names in Asia/Singapore time (``utils.get_datetime_str``), which has no
+# daylight saving and no marker in the stamp; the leaderboard shows every run in UTC.
+LMMS_EVAL_TIMEZONE = timezone(timedelta(hours=8))
 _FILE_STAMP = re.compile(r"(\d{8}_\d{6})")
 
-FIXED_COLUMNS = ("model", "backend", "method", "settings", "run")
+FIXED_COLUMNS = ("model", "backend", "method", "settings", "run")  # keys of a row dict
+FIXED_HEADERS = ("model", "backend", "method", "settings", "run (UTC)")
 COST_COLUMNS = ("FLOPs ratio", "latency (s/example)", "speed-up vs none")
 
 
@@ -112,7 +116,7 @@ class Leaderboard:
 
     @property
     def columns(self) -> list[str]:
-        return [*FIXED_COLUMNS, *(benchmark_label(t, m) for t, m in self.benchmarks), *COST_COLUMNS]
+        return [*FIXED_HEADERS, *(benchmark_label(t, m) for t, m in self.benchmarks), *COST_COLUMNS]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -163,15 +167,16 @@ def model_display_name(name: str) -> str:
 
 
 def run_time(data: Mapping[str, Any], source: Path) -> datetime:
-    """When the run happened: ``date`` of the JSON, else a file-name timestamp, else the file's mtime."""
+    """When the run happened, in UTC: ``date`` of the JSON, else a file-name timestamp, else the file's mtime."""
     for text in (str(data.get("date", "")), source.name):
         match = _FILE_STAMP.search(text)
         if match:
             try:
-                return datetime.strptime(match.group(1), _DATE_FORMAT)
+                stamp = datetime.strptime(match.group(1), _DATE_FORMAT)
+                return stamp.replace(tzinfo=LMMS_EVAL_TIMEZONE).astimezone(timezone.utc)
             except ValueError:
                 continue
-    return datetime.fromtimestamp(source.stat().st_mtime)
+    return datetime.fromtimestamp(source.stat().st_mtime, tz=timezone.utc)
 
 
 def run_from_results(data: Any, source: Path) -> Run:

@@ -149,7 +149,8 @@ def test_cells_equal_the_source_numbers(tmp_path: Path) -> None:
     assert himap["scores"][SQA] == 0.683 and vanilla["scores"][SQA] == 0.679
     assert (himap["flops_ratio"], himap["latency_s"]) == (0.24, 0.116)
     assert (vanilla["flops_ratio"], vanilla["latency_s"]) == (1.0, 0.197)
-    assert himap["run"] == "2025-11-24 10:30:00"
+    assert himap["run"] == "2025-11-24 02:30:00"  # lmms-eval stamped 10:30 in its UTC+8; the table is in UTC
+    assert board.columns[4] == "run (UTC)"
 
 
 def test_speedup_is_vanilla_latency_over_row_latency(tmp_path: Path) -> None:
@@ -210,11 +211,11 @@ def test_two_runs_of_one_row_are_both_kept_and_labelled_by_time(tmp_path: Path) 
     write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.683}, cost(0.11, 0.24), date="20251125_090000"))
     board = board_for(tmp_path)
     assert [(row["run"], row["scores"][SQA]) for row in board.rows] == [
-        ("2025-11-24 10:15:00", 0.680),
-        ("2025-11-25 09:00:00", 0.683),
+        ("2025-11-24 02:15:00", 0.680),
+        ("2025-11-25 01:00:00", 0.683),
     ]
     (newest,) = board_for(tmp_path, newest_only=True).rows
-    assert (newest["run"], newest["scores"][SQA]) == ("2025-11-25 09:00:00", 0.683)
+    assert (newest["run"], newest["scores"][SQA]) == ("2025-11-25 01:00:00", 0.683)
 
 
 def test_newest_only_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -223,7 +224,7 @@ def test_newest_only_from_the_command_line(tmp_path: Path, capsys: pytest.Captur
     out = tmp_path / "board"
     assert lb.main([str(tmp_path), "--out", str(out), "--newest-only"]) == 0
     rows = json.loads((out / "leaderboard.json").read_text())["rows"]
-    assert [row["run"] for row in rows] == ["2025-11-25 09:00:00"]
+    assert [row["run"] for row in rows] == ["2025-11-25 01:00:00"]
     assert capsys.readouterr().out == (out / "leaderboard.md").read_text()
 
 
@@ -345,6 +346,17 @@ TINY_UTILS = """\
 def process_results(doc, results):
     return {"exact_match": float(results[0].strip() == doc["answer"])}
 """
+
+
+def test_lmms_eval_stamps_read_as_utc(tmp_path: Path) -> None:
+    """The installed lmms-eval's own ``date`` stamp of a run started now shows as now, in UTC."""
+    from datetime import datetime, timezone
+
+    from lmms_eval.utils import get_datetime_str
+
+    stamp = get_datetime_str()
+    shown = lb.run_time({"date": stamp}, tmp_path / "results.json")
+    assert abs((shown - datetime.now(timezone.utc)).total_seconds()) < 60, (stamp, shown)
 
 
 def test_reads_files_that_lmms_eval_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
