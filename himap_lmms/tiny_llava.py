@@ -53,6 +53,7 @@ class TinyLlavaSpec:
     text_kv_heads: int = 4
     text_intermediate: int = 128
     vocab_size: int = 600
+    text_init_std: float = 0.02  # std of the language model's and projector's random init (transformers' default)
     seed: int = 0
 
     @property
@@ -132,6 +133,7 @@ def build_config(spec: TinyLlavaSpec, tokenizer: PreTrainedTokenizerFast) -> Lla
         num_attention_heads=spec.text_heads,
         num_key_value_heads=spec.text_kv_heads,
         max_position_embeddings=2048,
+        initializer_range=spec.text_init_std,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

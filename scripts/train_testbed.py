@@ -1,6 +1,6 @@
 """Train the testbed LLaVA from scratch on synthetic scenes, so pruning has real accuracy to lose.
 
-    python scripts/train_testbed.py                   # ~37 min on 2 CPU cores; writes himap_lmms/testbed/llava-testbed
+    python scripts/train_testbed.py                   # ~50 min on 2 CPU cores; writes himap_lmms/testbed/llava-testbed
     python scripts/train_testbed.py --steps 200 --out /tmp/testbed # a quick smoke run
 
 Same classes as LLaVA-1.5 (CLIP vision tower, projector, Llama language model), 168 px images in 14 px
@@ -67,6 +67,9 @@ SPEC = TinyLlavaSpec(
     text_kv_heads=4,
     text_intermediate=256,
     vocab_size=1000,
+    # At transformers' 0.02 a 128-wide decoder starts with near-uniform attention and learns slowly: in 500-step
+    # A/B runs, 0.06 reached 52.0 % check accuracy against 43.3 % (and 41.3 vs 33.0 % at step 250).
+    text_init_std=0.06,
     seed=0,
 )
 # Seeds of the generator: the shipped held-out split uses make_sample_data.py's seed, never one of these.
@@ -355,7 +358,7 @@ def train_batch(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "himap_lmms" / "testbed" / "llava-testbed")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--image-lr-scale", type=float, default=1.0, help="LR factor of vision tower + projector")
