@@ -1,5 +1,5 @@
-"""The shipped testbed LLaVA through the real loading path: its shape and size, that it reads its images (the
-issue's accuracy bars on the held-out split), and the pruning study's equal-cost rows."""
+"""The shipped testbed LLaVA through the real loading path: its shape and size, that it reads its images (on the
+held-out split: the issue's blank-canvas bar and a floor on vanilla accuracy), and the study's equal-cost rows."""
 
 from __future__ import annotations
 
