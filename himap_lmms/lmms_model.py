@@ -32,7 +32,7 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
 from himap_lmms.cost import CONVENTIONS, prefill_cost
-from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, with_image_tokens
+from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
 from himap_lmms.pruning import PrunedLlava, PruningConfig, split_pruning_args
 
 MODEL_CLASSES = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNextForConditionalGeneration}
@@ -224,12 +224,7 @@ class HimapLlava(lmms):
     def _encode(self, contexts: tuple[str, ...], visuals: list[list[Image.Image]]) -> dict[str, torch.Tensor]:
         """Chat-formatted, left-padded model inputs for a batch, on the model's device and dtype."""
         prompts = [
-            self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": with_image_tokens(context, len(images))}],
-                chat_template=self.chat_template,
-                tokenize=False,
-                add_generation_prompt=True,
-            )
+            chat_prompt(self.tokenizer, context, len(images), self.chat_template)
             for context, images in zip(contexts, visuals)
         ]
         images = [image for sample in visuals for image in sample]

@@ -1,5 +1,7 @@
 """The paper's prompt format (vicuna_v1), shared by the tiny models and the lmms-eval adapter."""
 
+from transformers import PreTrainedTokenizerBase
+
 SYSTEM_PROMPT = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
@@ -21,3 +23,16 @@ def with_image_tokens(content: str, num_images: int) -> str:
     if num_images == 0 or IMAGE_TOKEN in content:
         return content
     return " ".join([IMAGE_TOKEN] * num_images) + "\n" + content
+
+
+def chat_prompt(
+    tokenizer: PreTrainedTokenizerBase, content: str, num_images: int, chat_template: str | None = None
+) -> str:
+    """One user turn (image placeholders first) ending in the generation prompt: what the adapter, the scripts
+    and the testbed's training all feed the model. ``chat_template=None`` uses the tokenizer's own."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": with_image_tokens(content, num_images)}],
+        chat_template=chat_template,
+        tokenize=False,
+        add_generation_prompt=True,
+    )

@@ -30,7 +30,7 @@ from himap_lmms import scienceqa
 from himap_lmms.probes.disruption import FLOWS, Disruption, disrupted_generate, top5_jaccard
 from himap_lmms.probes.plots import plot_disruption_heatmap
 from himap_lmms.probes.report import label_consistent
-from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, with_image_tokens
+from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
 
 
 @dataclass
@@ -51,12 +51,7 @@ class SweepRow:
 def encode(processor: Any, doc: Mapping[str, Any], model: PreTrainedModel) -> dict:
     """One doc as the adapter encodes it: paper prompt, ``<image>`` first, vicuna template, batch of one."""
     images = scienceqa.doc_to_visual(doc)
-    prompt = processor.tokenizer.apply_chat_template(
-        [{"role": "user", "content": with_image_tokens(scienceqa.doc_to_text(doc), len(images))}],
-        chat_template=VICUNA_CHAT_TEMPLATE,
-        tokenize=False,
-        add_generation_prompt=True,
-    )
+    prompt = chat_prompt(processor.tokenizer, scienceqa.doc_to_text(doc), len(images), VICUNA_CHAT_TEMPLATE)
     inputs = processor(images=images, text=[prompt], return_tensors="pt", add_special_tokens=False)
     return dict(inputs.to(model.device, model.dtype))
 

@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 from himap_lmms.cost import prefill_cost  # noqa: E402
 from himap_lmms.probes import answer_token_id, saliency_probe  # noqa: E402
 from himap_lmms.probes.report import write_saliency_report  # noqa: E402
+from himap_lmms.prompting import chat_prompt  # noqa: E402
 from himap_lmms.pruning import PrunedLlava, PruningConfig  # noqa: E402
 from himap_lmms.scienceqa import build_prompt, doc_to_target, is_correct  # noqa: E402
 from himap_lmms.testbed import DATA_PATH, TESTBED_PATH  # noqa: E402
@@ -67,14 +68,7 @@ def methods_at(budget: float, num_layers: int) -> dict[str, PruningConfig]:
 
 
 def encode(processor, docs: list[dict], blank: bool = False) -> dict[str, torch.Tensor]:
-    prompts = [
-        processor.apply_chat_template(
-            [{"role": "user", "content": "<image>\n" + build_prompt(d["question"], d["choices"], d["hint"])}],
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        for d in docs
-    ]
+    prompts = [chat_prompt(processor.tokenizer, build_prompt(d["question"], d["choices"], d["hint"]), 1) for d in docs]
     images = [Image.new("RGB", d["image"].size, (250, 250, 250)) if blank else d["image"] for d in docs]
     return dict(processor(images=images, text=prompts, return_tensors="pt", padding=True, add_special_tokens=False))
 

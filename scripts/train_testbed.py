@@ -38,6 +38,7 @@ from PIL import Image
 from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
 
+from himap_lmms.prompting import chat_prompt
 from himap_lmms.scienceqa import OPTION_LETTERS, build_prompt  # the task's prompt: train = test
 from himap_lmms.synthetic_data import (
     COLOURS,
@@ -159,12 +160,6 @@ def scene_description(layout: Scene) -> str:
     return ", ".join(f"{POSITIONS[cell]} {colour} {shape}" for cell, (colour, shape) in sorted(layout.items())) + "."
 
 
-def chat(tokenizer: PreTrainedTokenizerFast, content: str) -> str:
-    """The vicuna chat prompt ending in "ASSISTANT:", as the model adapter and the study build it."""
-    messages = [{"role": "user", "content": "<image>\n" + content}]
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-
 def corpus(prompts: int = 400) -> list[str]:
     """Text the tokenizer is trained on: prompts as the chat template lays them out after ``<image>`` (a line
     break first), so their frequent words are single pieces."""
@@ -219,7 +214,7 @@ def encode(processor: LlavaProcessor, conversations: list[Conversation]) -> dict
     tokens); later turns follow the chat template's layout: `` USER: {content} ASSISTANT:``.
     """
     tokenizer = processor.tokenizer
-    first = [chat(tokenizer, c.turns[0][0]) for c in conversations]
+    first = [chat_prompt(tokenizer, c.turns[0][0], 1) for c in conversations]
     inputs = processor(
         images=[c.image for c in conversations], text=first, return_tensors="pt", padding=True, add_special_tokens=False
     )

@@ -19,7 +19,7 @@ from himap_lmms.probes.disruption import random_rows
 from himap_lmms.probes.layout import sequence_layout
 from himap_lmms.probes.plots import plot_disruption_heatmap, plot_group_flows, plot_visual_flows
 from himap_lmms.probes.saliency import FLOW_KEYS, attention_gradients, layer_flows
-from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, with_image_tokens
+from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
 from himap_lmms.tiny_llava import TinyLlavaSpec, build_tiny_llava
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,12 +70,7 @@ def model(tiny_dir: Path) -> LlavaForConditionalGeneration:
 
 def encode(processor, image: Image.Image, question: str = QUESTION) -> dict[str, torch.Tensor]:
     """One example as the himap_llava adapter encodes it (vicuna template, ``<image>`` first)."""
-    prompt = processor.tokenizer.apply_chat_template(
-        [{"role": "user", "content": with_image_tokens(question, 1)}],
-        chat_template=VICUNA_CHAT_TEMPLATE,
-        tokenize=False,
-        add_generation_prompt=True,
-    )
+    prompt = chat_prompt(processor.tokenizer, question, 1, VICUNA_CHAT_TEMPLATE)
     inputs = processor(images=[image], text=[prompt], return_tensors="pt", add_special_tokens=False)
     return dict(inputs.to("cpu", torch.float64))
 
