@@ -1,6 +1,6 @@
 """Train the testbed LLaVA from scratch on synthetic scenes, so pruning has real accuracy to lose.
 
-    python scripts/train_testbed.py                   # ~50 min on 2 CPU cores; writes himap_lmms/testbed/llava-testbed
+    python scripts/train_testbed.py                   # ~52 min on 2 CPU cores; writes himap_lmms/testbed/llava-testbed
     python scripts/train_testbed.py --steps 200 --out /tmp/testbed # a quick smoke run
 
 Same classes as LLaVA-1.5 (CLIP vision tower, projector, Llama language model), 168 px images in 14 px
@@ -12,8 +12,10 @@ sequence. One letter per image is too weak a signal for a model trained from scr
 patches a question is about: on this budget it learns the letter prior and stalls near chance. So every
 training image comes with a conversation, as LLaVA's instruction data does: the first turn is exactly the
 evaluation prompt, and further turns ask more questions about the same image in the same format, with the
-loss on every answer. Early in training some conversations end with a dense scene description ("Describe the
-scene. ASSISTANT: top left red circle, centre blue square."), the analogue of LLaVA's caption pre-training.
+loss on every answer. Every conversation also ends with a dense scene description ("Describe the scene.
+ASSISTANT: top left red circle, centre blue square."), the analogue of LLaVA's caption data. It is what taught
+the model to name the shape in a cell: held out, with the same seed and steps, descriptions on every conversation
+scored 91.0 %, on half of them 79.8 %, and on half of them fading to none after the first third 75.5 %.
 And while it learns, a linear read-out on the image tokens the language model receives (the projector's
 output) is trained to name, for every patch, the colour and shape of the object in its grid cell and the
 cell itself: dense labels that make the vision tower useful in a few hundred steps (what CLIP's pre-training
@@ -78,22 +80,6 @@ TRAIN_SEED = 1
 CHECK_SEED = 12345  # a quick accuracy check while training
 CORPUS_SEED = 99  # prompts the tokenizer is trained on
 DESCRIBE = "Describe the scene."
-
-
-@dataclass(frozen=True)
-class Curriculum:
-    """Share of conversations ending in a scene description: ``start`` until ``hold``, then linearly 0 at
-    ``until``."""
-
-    start: float = 0.5
-    hold: float = 0.35
-    until: float = 0.7
-
-    def describe_share(self, step: int, steps: int) -> float:
-        progress = step / steps
-        if progress <= self.hold:
-            return self.start
-        return self.start * max(0.0, 1.0 - (progress - self.hold) / (self.until - self.hold))
 
 
 class LayoutProbe(torch.nn.Module):
@@ -339,13 +325,12 @@ def warmup_cosine(steps: int, warmup: int, floor: float = 0.05):
 
 
 def train_batch(
-    step: int, steps: int, settings: argparse.Namespace, tokenizer: PreTrainedTokenizerFast, letter_ids: list[int]
+    step: int, settings: argparse.Namespace, tokenizer: PreTrainedTokenizerFast, letter_ids: list[int]
 ) -> list[Conversation]:
     """The conversations of one step (seeded by ``step``)."""
     rng = random.Random(TRAIN_SEED * 10_000_000 + step)
-    share = Curriculum(start=settings.describe_share).describe_share(step, steps)
     return [
-        conversation(rng, tokenizer, letter_ids, settings.questions, rng.random() < share)
+        conversation(rng, tokenizer, letter_ids, settings.questions, rng.random() < settings.describe_share)
         for _ in range(settings.batch_size)
     ]
 
@@ -358,9 +343,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--image-lr-scale", type=float, default=1.0, help="LR factor of vision tower + projector")
     parser.add_argument("--questions", type=int, default=6, help="questions asked about each training image")
-    parser.add_argument(
-        "--describe-share", type=float, default=0.5, help="conversations describing the scene, at first"
-    )
+    parser.add_argument("--describe-share", type=float, default=1.0, help="conversations describing the scene")
     parser.add_argument("--layout-weight", type=float, default=0.5, help="weight of the vision read-out loss")
     parser.add_argument("--minutes", type=float, default=58.0, help="stop early (and save) after this long")
     parser.add_argument("--check-every", type=int, default=250)
@@ -386,7 +369,7 @@ def main() -> None:
     started = time.time()
     progress = tqdm(range(args.steps), desc="train", mininterval=10)
     for step in progress:
-        conversations = train_batch(step, args.steps, args, tokenizer, letter_ids)
+        conversations = train_batch(step, args, tokenizer, letter_ids)
         loss = model(**encode(processor, conversations)).loss
         layout = probe.loss(captured["image_tokens"], layout_targets(conversations, grid))
         (loss + args.layout_weight * layout).backward()

@@ -64,8 +64,7 @@ def test_a_steps_batch_depends_on_the_step_alone(parts) -> None:
 
     def batch(step: int) -> list:
         return [
-            (t.turns, t.layout, t.image.tobytes())
-            for t in train.train_batch(step, 100, settings, tokenizer, letter_ids)
+            (t.turns, t.layout, t.image.tobytes()) for t in train.train_batch(step, settings, tokenizer, letter_ids)
         ]
 
     assert batch(5) == batch(5)
