@@ -74,10 +74,12 @@ def encode(processor, docs: list[dict], blank: bool = False) -> dict[str, torch.
 
 
 def evaluate(model, processor, docs: list[dict], config: PruningConfig, batch_size: int, blank: bool = False) -> dict:
-    """Accuracy, mean FLOPs ratio and mean share of image tokens per layer of one config on ``docs``."""
+    """Accuracy (overall and per question category), mean FLOPs ratio and mean share of image tokens per layer of
+    one config on ``docs``."""
     engine = PrunedLlava(model, config)
     text_config = model.config.get_text_config()
     correct, ratios, image_share = [], [], []
+    by_category: dict[str, list[bool]] = {}
     for start in range(0, len(docs), batch_size):
         chunk = docs[start : start + batch_size]
         inputs = encode(processor, chunk, blank)
@@ -89,13 +91,19 @@ def evaluate(model, processor, docs: list[dict], config: PruningConfig, batch_si
             chunk, texts, out.stats.tokens_per_layer, out.stats.prompt_tokens, image_tokens, text_tokens
         ):
             correct.append(is_correct(text, doc_to_target(doc)))
+            by_category.setdefault(doc["category"], []).append(correct[-1])
             cost = prefill_cost(
                 tokens.tolist(), text_config.hidden_size, text_config.intermediate_size, prompt_tokens=int(prompt)
             )
             ratios.append(cost.flops_ratio)
             image_share.append(float((tokens - other).float().mean() / images))
     n = len(docs)
-    return {"accuracy": sum(correct) / n, "flops_ratio": sum(ratios) / n, "image_tokens_kept": sum(image_share) / n}
+    return {
+        "accuracy": sum(correct) / n,
+        "by_category": {category: sum(hits) / len(hits) for category, hits in sorted(by_category.items())},
+        "flops_ratio": sum(ratios) / n,
+        "image_tokens_kept": sum(image_share) / n,
+    }
 
 
 def plot(rows: list[dict], vanilla: float, path: Path) -> None:
@@ -156,6 +164,10 @@ def main() -> None:
     lines = [
         f"Held-out split: {len(docs)} questions. Vanilla accuracy {100 * vanilla['accuracy']:.1f} %; "
         f"with a blank image {100 * blank['accuracy']:.1f} %.",
+        "",
+        "Vanilla by category: "
+        + "; ".join(f"{category} {100 * acc:.1f} %" for category, acc in vanilla["by_category"].items())
+        + ".",
         "",
         "| kept after last step | method | accuracy | Δ vs vanilla | image tokens kept (layer mean) | FLOPs ratio |",
         "|---|---|---|---|---|---|",

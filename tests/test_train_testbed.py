@@ -16,6 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import train_testbed as train  # noqa: E402
 from pruning_study import encode as study_encode  # noqa: E402  (the evaluation's encoding)
 
+from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt  # noqa: E402
+from himap_lmms.scienceqa import doc_to_text  # noqa: E402
 from himap_lmms.synthetic_data import generate_records  # noqa: E402
 
 
@@ -37,8 +39,12 @@ def test_first_turn_is_the_evaluation_prompt(parts) -> None:
     assert {bool(r["hint"]) for r in records} == {True, False}
     trained = train.encode(processor, [train.from_record(r, letter_ids) for r in records])
     evaluated = study_encode(processor, records)
+    # What the himap_llava adapter builds from the task's doc_to_text with its default chat template.
+    adapter = [chat_prompt(processor.tokenizer, doc_to_text(r), 1, VICUNA_CHAT_TEMPLATE) for r in records]
+    task = processor(images=[r["image"] for r in records], text=adapter, padding=True, add_special_tokens=False)
     for row in range(len(records)):
         assert unpadded(trained, row)[:-2] == unpadded(evaluated, row)  # minus the answer letter and EOS
+        assert unpadded(evaluated, row) == [t for t, m in zip(task["input_ids"][row], task["attention_mask"][row]) if m]
     assert torch.equal(trained["pixel_values"], evaluated["pixel_values"])
 
 
