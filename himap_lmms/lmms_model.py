@@ -7,22 +7,31 @@ own scores).
 
 Cost is recorded for every example: the real token count each layer processed, prefill FLOPs by the formula
 of :mod:`himap_lmms.cost` and their ratio to the same example unpruned, prefill time (time to first token)
-and total generation time. Batch times are split evenly over the batch's examples. Means go into the
-results JSON under ``throughput`` through lmms-eval's own metric log (``avg_flops_ratio``, ``avg_latency``,
-``avg_prefill_s``, and per task ``avg_flops_ratio:<task>`` / ``avg_latency_s:<task>``); with
-``cost_log=<file.jsonl>`` every example's record is also appended to that file as soon as its batch is done.
+and total generation time. Batch times are split evenly over the batch's examples. The records of every rank
+are gathered once the requests are answered and reach the results JSON as one entry of lmms-eval's metric log,
+so its ``throughput`` block holds exact means over every example (``avg_flops_ratio``, ``avg_latency``,
+``avg_prefill_s``, and per task ``avg_flops_ratio:<task>`` / ``avg_latency_s:<task>``). With
+``cost_log=<file.jsonl>`` every example's record, tagged with the run's id, is also appended to that file as
+soon as its batch is done, so an interrupted run keeps what it measured.
+
+Every model_arg is checked before the model loads, and every request before it runs: an argument or a
+generation setting this adapter cannot honour is an error naming it, never a run that silently does
+something else under the user's label.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import uuid
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 from lmms_eval import utils
 from lmms_eval.api.instance import GenerationResult, Instance, TokenCounts
 from lmms_eval.api.model import lmms
@@ -32,17 +41,23 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
 from himap_lmms.cost import CONVENTIONS, prefill_cost
+from himap_lmms.llava_forward import SUPPORTED_ATTENTION
 from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
 from himap_lmms.pruning import PrunedLlava, PruningConfig, split_pruning_args
+from himap_lmms.values import parse_float, parse_int
+
+logger = logging.getLogger(__name__)
 
 MODEL_CLASSES = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNextForConditionalGeneration}
 CHAT_TEMPLATES = {"vicuna_v1": VICUNA_CHAT_TEMPLATE}
+PROCESSOR_TEMPLATE = "model"  # chat_template=model: the processor's own template
 
 
 @dataclass(frozen=True)
 class ExampleCost:
     """One example's cost record (a line of ``cost_log``)."""
 
+    run_id: str
     task: str
     doc_id: int
     method: str
@@ -90,10 +105,18 @@ class HimapLlava(lmms):
             raise ValueError(
                 f"flops_convention={flops_convention!r} is not known: choose one of {', '.join(CONVENTIONS)}"
             )
+        if attn_implementation not in SUPPORTED_ATTENTION:
+            raise ValueError(
+                f"attn_implementation={attn_implementation!r} is not supported by the pruning engine: "
+                f"use one of {', '.join(SUPPORTED_ATTENTION)}"
+            )
+        _check_chat_template(chat_template)
         self.flops_convention = flops_convention
-        self.batch_size_per_gpu = _positive_int("batch_size", batch_size)
-        self.max_new_tokens = _positive_int("max_new_tokens", max_new_tokens)
+        self.batch_size_per_gpu = parse_int("batch_size", batch_size, minimum=1)
+        self.max_new_tokens = parse_int("max_new_tokens", max_new_tokens, minimum=1)
         self.cost_log = Path(cost_log) if cost_log else None
+        pretrained = _checkpoint(pretrained)
+        dtype = _torch_dtype(dtype)
 
         self.accelerator = Accelerator()
         self._rank = self.accelerator.process_index
@@ -102,18 +125,23 @@ class HimapLlava(lmms):
             self._device = self.accelerator.device
         else:
             self._device = torch.device(device)
+        self.run_id = self._shared_run_id()
 
         model_type = AutoConfig.from_pretrained(pretrained, revision=revision).model_type
         if model_type not in MODEL_CLASSES:
             raise ValueError(
                 f"pretrained={pretrained!r} is a {model_type!r} model; himap_llava supports {', '.join(MODEL_CLASSES)}"
             )
+        self.processor = AutoProcessor.from_pretrained(pretrained, revision=revision)
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        self.chat_template = self._resolve_chat_template(chat_template)
         self._model = (
             MODEL_CLASSES[model_type]
             .from_pretrained(
                 pretrained,
                 revision=revision,
-                dtype=_torch_dtype(dtype),
+                dtype=dtype,
                 attn_implementation=attn_implementation,
                 device_map=device_map or None,
             )
@@ -121,11 +149,9 @@ class HimapLlava(lmms):
         )
         if not device_map:
             self._model.to(self._device)
-        self.processor = AutoProcessor.from_pretrained(pretrained, revision=revision)
-        self.tokenizer = self.processor.tokenizer
-        self.tokenizer.padding_side = "left"
-        self.chat_template = self._resolve_chat_template(chat_template)
         self.engine = PrunedLlava(self._model, self.pruning)
+        self.context_length = self._model.config.get_text_config().max_position_embeddings
+        self._warned_budgets: set[str] = set()
 
     @property
     def model(self) -> torch.nn.Module:
@@ -155,21 +181,12 @@ class HimapLlava(lmms):
                 for to_visual, doc, task, doc_id in zip(doc_to_visuals, docs, tasks, doc_ids)
             ]
             if "probe" in gen_kwargs:
-                outputs.extend(self._run_probes(contexts, visuals, docs, gen_kwargs))
+                outputs.extend(self._run_probes(contexts, visuals, docs, gen_kwargs, tasks, doc_ids))
                 progress.update(len(chunk))
                 continue
-            inputs = self._encode(contexts, visuals)
+            inputs = self._encode(contexts, visuals, tasks, doc_ids)
             until = _until(gen_kwargs.pop("until", None), self.tokenizer.decode([self.tokenizer.eos_token_id]))
-            temperature = float(gen_kwargs.get("temperature", 0) or 0)
-            generation = self.engine.generate(
-                **inputs,
-                max_new_tokens=int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)),
-                eos_token_id=self.tokenizer.eos_token_id,
-                pad_token_id=self.tokenizer.pad_token_id,
-                do_sample=temperature > 0,
-                temperature=temperature or 1.0,
-                top_p=gen_kwargs.get("top_p"),
-            )
+            generation = self.engine.generate(**inputs, **self._decoding(gen_kwargs))
             texts = self.tokenizer.batch_decode(generation.sequences, skip_special_tokens=True)
             batch_costs = self._costs(generation, tasks, doc_ids)
             for text, cost, prompt_tokens in zip(texts, batch_costs, inputs["attention_mask"].sum(dim=1).tolist()):
@@ -181,6 +198,7 @@ class HimapLlava(lmms):
                 )
             self._append_cost_log(batch_costs)
             costs.extend(batch_costs)
+            progress.set_postfix(flops_ratio=f"{_mean(c.flops_ratio for c in costs):.3f}", refresh=False)
             progress.update(len(chunk))
         progress.close()
         self._log_costs(costs)
@@ -197,7 +215,7 @@ class HimapLlava(lmms):
             [request.args for request in requests], disable=self.rank != 0, desc="Model Responding"
         ):
             doc = self.task_dict[task][split][doc_id]
-            inputs = self._encode([context], [_images(doc_to_visual(doc), task, doc_id)])
+            inputs = self._encode([context], [_images(doc_to_visual(doc), task, doc_id)], [task], [doc_id])
             target = self.tokenizer(continuation, add_special_tokens=False, return_tensors="pt").input_ids
             target = target.to(self.device)
             logits, state, _ = self.engine.prefill(**inputs)
@@ -214,15 +232,51 @@ class HimapLlava(lmms):
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         raise NotImplementedError("himap_llava does not implement multi-round generation")
 
+    def _shared_run_id(self) -> str:
+        """One id for this run on every rank (UTC time + random suffix), so cost records of reruns that append
+        to the same ``cost_log`` stay apart."""
+        run_id = [f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"]
+        if self.world_size > 1:
+            broadcast_object_list(run_id, from_process=0)
+        return run_id[0]
+
     def _resolve_chat_template(self, chat_template: str) -> str:
-        if chat_template == "model":
+        if chat_template == PROCESSOR_TEMPLATE:
             if not self.processor.chat_template:
                 raise ValueError("chat_template=model, but the processor of this checkpoint has no chat template")
             return self.processor.chat_template
         return CHAT_TEMPLATES.get(chat_template, chat_template)
 
-    def _encode(self, contexts: tuple[str, ...], visuals: list[list[Image.Image]]) -> dict[str, torch.Tensor]:
-        """Chat-formatted, left-padded model inputs for a batch, on the model's device and dtype."""
+    def _decoding(self, gen_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The engine's decoding arguments for a task's gen_kwargs; a setting it cannot honour is an error."""
+        num_beams = parse_int("num_beams", gen_kwargs.get("num_beams") or 1, minimum=1)
+        if num_beams > 1:
+            raise ValueError(
+                f"gen_kwargs num_beams={num_beams} is not supported: himap_llava decodes greedily or by sampling"
+            )
+        temperature = parse_float("temperature", gen_kwargs.get("temperature") or 0)
+        top_p = gen_kwargs.get("top_p")
+        return {
+            "max_new_tokens": parse_int("max_new_tokens", gen_kwargs.get("max_new_tokens", self.max_new_tokens), 1),
+            "eos_token_id": self.tokenizer.eos_token_id,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "do_sample": temperature > 0,
+            "temperature": temperature or 1.0,
+            "top_p": None if top_p is None else parse_float("top_p", top_p),
+        }
+
+    def _encode(
+        self,
+        contexts: tuple[str, ...],
+        visuals: list[list[Image.Image]],
+        tasks: tuple[str, ...] | list[str],
+        doc_ids: tuple[int, ...] | list[int],
+    ) -> dict[str, torch.Tensor]:
+        """Chat-formatted, left-padded model inputs for a batch, on the model's device and dtype.
+
+        A prompt longer than the model's context is an error naming its doc: the model was never trained on
+        such positions, and scoring it would put a meaningless number in the results.
+        """
         prompts = [
             chat_prompt(self.tokenizer, context, len(images), self.chat_template)
             for context, images in zip(contexts, visuals)
@@ -231,7 +285,28 @@ class HimapLlava(lmms):
         inputs = self.processor(
             images=images or None, text=prompts, return_tensors="pt", padding=True, add_special_tokens=False
         )
+        for length, task, doc_id in zip(inputs["attention_mask"].sum(dim=1).tolist(), tasks, doc_ids):
+            if length > self.context_length:
+                raise ValueError(
+                    f"task {task!r} doc {doc_id}: the prompt has {length} tokens, more than the model's context "
+                    f"of {self.context_length} (max_position_embeddings)"
+                )
+        self._warn_unpruned_budgets(inputs["input_ids"])
         return dict(inputs.to(self.device, self.model.dtype))
+
+    def _warn_unpruned_budgets(self, input_ids: torch.Tensor) -> None:
+        """Warn once per run and argument when a count keeps every image token of a sample (it prunes nothing)."""
+        image_tokens = [n for n in (input_ids == self.model.config.image_token_id).sum(dim=1).tolist() if n]
+        if not image_tokens:
+            return
+        for argument in self.pruning.budgets_keeping_all(min(image_tokens)):
+            if argument not in self._warned_budgets:
+                self._warned_budgets.add(argument)
+                logger.warning(
+                    "%s keeps every image token of samples with %d of them: that step prunes nothing there",
+                    argument,
+                    min(image_tokens),
+                )
 
     def _costs(self, generation: Any, tasks: tuple[str, ...], doc_ids: tuple[int, ...]) -> list[ExampleCost]:
         text_config = self.model.config.get_text_config()
@@ -247,6 +322,7 @@ class HimapLlava(lmms):
             )
             costs.append(
                 ExampleCost(
+                    run_id=self.run_id,
                     task=task,
                     doc_id=int(doc_id),
                     method=self.pruning.describe(),
@@ -273,24 +349,32 @@ class HimapLlava(lmms):
                 handle.write(json.dumps(asdict(cost)) + "\n")
 
     def _log_costs(self, costs: list[ExampleCost]) -> None:
-        """Hand per-example costs to lmms-eval's metric log; rank 0 writes the results, so it logs all ranks'."""
+        """One entry in lmms-eval's metric log with the means over every rank's examples (rank 0 writes the
+        results file, so it gathers the others' records)."""
         if self.world_size > 1:
             costs = gather_object(costs)
             if self.rank != 0:
                 return
-        for cost in costs:
-            log_metrics(
-                total_elapsed_time=cost.latency_s,
-                total_gen_tokens=cost.new_tokens,
-                avg_speed=cost.new_tokens / cost.latency_s if cost.latency_s > 0 else 0.0,
-                additional_metrics={
-                    "total_requests": 1,
-                    "flops_ratio": cost.flops_ratio,
-                    "prefill_s": cost.prefill_s,
-                    f"flops_ratio:{cost.task}": cost.flops_ratio,
-                    f"latency_s:{cost.task}": cost.latency_s,
-                },
-            )
+        if not costs:
+            return
+        latency = sum(cost.latency_s for cost in costs)
+        new_tokens = sum(cost.new_tokens for cost in costs)
+        per_task = {}
+        for task in sorted({cost.task for cost in costs}):
+            mine = [cost for cost in costs if cost.task == task]
+            per_task[f"flops_ratio:{task}"] = _mean(cost.flops_ratio for cost in mine)
+            per_task[f"latency_s:{task}"] = _mean(cost.latency_s for cost in mine)
+        log_metrics(
+            total_elapsed_time=latency,
+            total_gen_tokens=new_tokens,
+            avg_speed=new_tokens / latency if latency > 0 else 0.0,
+            additional_metrics={
+                "total_requests": len(costs),
+                "flops_ratio": _mean(cost.flops_ratio for cost in costs),
+                "prefill_s": _mean(cost.prefill_s for cost in costs),
+                **per_task,
+            },
+        )
 
     def _run_probes(
         self,
@@ -298,13 +382,26 @@ class HimapLlava(lmms):
         visuals: list[list[Image.Image]],
         docs: list[dict],
         gen_kwargs: dict[str, Any],
+        tasks: tuple[str, ...],
+        doc_ids: tuple[int, ...],
     ) -> list[str]:
-        """Probe tasks (``probe: saliency`` / ``probe: disruption`` in generation_kwargs), one sample at a time."""
+        """Probe tasks (``probe: saliency`` / ``probe: disruption`` in generation_kwargs), one sample at a time.
+
+        The probes study the unpruned model; a pruning method in model_args would label their results with a
+        method they never ran, so it is an error.
+        """
         from himap_lmms.probes.requests import run_probe_request
 
+        if self.pruning.method != "none":
+            raise ValueError(
+                f"task {tasks[0]!r} runs the {gen_kwargs['probe']} probe, which studies the unpruned model: "
+                f"drop method={self.pruning.method} and its arguments from model_args"
+            )
         return [
-            run_probe_request(self.model, self.processor, self._encode((context,), [images]), gen_kwargs, doc)
-            for context, images, doc in zip(contexts, visuals, docs)
+            run_probe_request(
+                self.model, self.processor, self._encode((context,), [images], [task], [doc_id]), gen_kwargs, doc
+            )
+            for context, images, doc, task, doc_id in zip(contexts, visuals, docs, tasks, doc_ids)
         ]
 
 
@@ -345,11 +442,30 @@ def _torch_dtype(dtype: str) -> torch.dtype | str:
     return value
 
 
-def _positive_int(name: str, value: int | str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r} is not an integer") from None
-    if number < 1:
-        raise ValueError(f"{name}={value!r} must be >= 1")
-    return number
+def _check_chat_template(chat_template: str) -> None:
+    """A template name must be one we know; anything else must be Jinja (checked before the model loads)."""
+    known = (*CHAT_TEMPLATES, PROCESSOR_TEMPLATE)
+    if chat_template not in known and "{{" not in chat_template and "{%" not in chat_template:
+        raise ValueError(
+            f"chat_template={chat_template!r} is neither a known name ({', '.join(known)}) nor a Jinja template"
+        )
+
+
+def _checkpoint(pretrained: str) -> str:
+    """``pretrained`` as given when it is a directory or a hub id; a clear error when it is a local path that
+    does not exist (transformers would report it as a malformed repo id, or as an unreachable hub)."""
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        return str(path)
+    looks_local = pretrained.startswith((".", "/", "~")) or "\\" in pretrained or pretrained.count("/") > 1
+    if path.exists() or looks_local:
+        what = "a file, not a checkpoint directory" if path.exists() else "no such directory"
+        raise ValueError(
+            f"pretrained={pretrained!r}: {what} (relative paths resolve against the working directory, {Path.cwd()})"
+        )
+    return pretrained
+
+
+def _mean(values: Any) -> float:
+    values = list(values)
+    return sum(values) / len(values)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import QUESTIONS, draw_image
 from lmms_eval.api.instance import GenerationResult, Instance
+from lmms_eval.models.model_utils.gen_metrics import get_logged_metrics_history, reset_logged_metrics
 from transformers import LlavaForConditionalGeneration
 
 from himap_lmms.lmms_model import HimapLlava
@@ -62,6 +63,8 @@ def test_entry_point_resolves_to_the_adapter() -> None:
         ({"method": "fastv", "ratio": 1.5}, r"ratio=1.5 is out of range: it must be in \(0, 1\]"),
         ({"flops_convention": "exact"}, r"flops_convention='exact' is not known"),
         ({"batch_size": 0}, r"batch_size=0 must be >= 1"),
+        ({"max_new_tokens": "many"}, r"max_new_tokens='many' is not an integer"),
+        ({"chat_template": "vicuna"}, r"chat_template='vicuna' is neither a known name \(vicuna_v1, model\)"),
         ({"temperature_x": 1}, r"unknown model_args for himap_llava: temperature_x"),
         ({"attn_implementation": "flex_attention"}, r"attn_implementation='flex_attention' is not supported"),
     ],
@@ -110,7 +113,7 @@ def test_loglikelihood_of_method_none_equals_a_plain_forward(tiny_llava_dir) -> 
     )
     ours = adapter.loglikelihood(reqs[:1])[0][0]
 
-    inputs = adapter._encode((QUESTIONS[0],), [[draw_image(0)]])
+    inputs = adapter._encode((QUESTIONS[0],), [[draw_image(0)]], [TASK], [0])
     target = adapter.tokenizer(continuation, add_special_tokens=False, return_tensors="pt").input_ids
     model = LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, dtype=torch.float32).eval()
     with torch.no_grad():
@@ -120,3 +123,75 @@ def test_loglikelihood_of_method_none_equals_a_plain_forward(tiny_llava_dir) -> 
     logprobs = logits[0, prompt - 1 : -1].log_softmax(dim=-1)
     expected = float(logprobs.gather(1, target[0][:, None]).sum())
     assert ours == pytest.approx(expected, abs=1e-4)
+
+
+def test_model_args_are_checked_before_anything_loads(tmp_path) -> None:
+    """An empty directory cannot be loaded: the error must come from the argument, checked first."""
+    with pytest.raises(ValueError, match=r"chat_template='vicuna' is neither a known name"):
+        HimapLlava(pretrained=str(tmp_path), chat_template="vicuna")
+    with pytest.raises(ValueError, match=r"attn_implementation='flash_attention_2' is not supported"):
+        HimapLlava(pretrained=str(tmp_path), attn_implementation="flash_attention_2")
+
+
+@pytest.mark.parametrize("pretrained", ["checkpoints/missing/llava", "./llava-testbed", "/no/such/dir"])
+def test_a_missing_checkpoint_directory_is_named(pretrained, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=rf"pretrained='{pretrained}': no such directory .*{tmp_path}"):
+        HimapLlava(pretrained=pretrained)
+
+
+def test_a_relative_checkpoint_resolves_against_the_working_directory(tiny_llava_dir, monkeypatch) -> None:
+    monkeypatch.chdir(tiny_llava_dir.parent)
+    assert HimapLlava(pretrained=f"./{tiny_llava_dir.name}", device="cpu").model.config.model_type == "llava"
+
+
+def test_generation_settings_it_cannot_honour_are_errors(tiny_llava_dir) -> None:
+    model = make_model(tiny_llava_dir)
+    beams = requests()
+    for request in beams:
+        request.arguments[1]["num_beams"] = 3
+    with pytest.raises(ValueError, match=r"gen_kwargs num_beams=3 is not supported"):
+        model.generate_until(beams)
+
+
+def test_probe_tasks_refuse_a_pruning_method(tiny_llava_dir) -> None:
+    model = make_model(tiny_llava_dir, method="himap")
+    probe = requests()
+    for request in probe:
+        request.arguments[1].update(probe="saliency", answer_field="answer")
+    with pytest.raises(ValueError, match=r"task 'toy' runs the saliency probe, .* drop method=himap"):
+        model.generate_until(probe)
+
+
+def test_a_prompt_beyond_the_context_is_an_error_naming_the_doc(tiny_llava_dir) -> None:
+    model = make_model(tiny_llava_dir)
+    model.context_length = 600  # the longest prompt has 576 image tokens + its text
+    with pytest.raises(
+        ValueError, match=r"task 'toy' doc 1: the prompt has 6\d\d tokens, more than the model's context of 600"
+    ):
+        model.generate_until(requests())
+
+
+def test_a_count_that_keeps_every_image_token_warns_once(tiny_llava_dir, caplog) -> None:
+    model = make_model(tiny_llava_dir, method="himap", keep1=600, keep2=100, batch_size=1)
+    with caplog.at_level("WARNING", logger="himap_lmms.lmms_model"):
+        model.generate_until(requests())
+    warnings = [record.getMessage() for record in caplog.records]
+    assert warnings == ["keep1=600 keeps every image token of samples with 576 of them: that step prunes nothing there"]
+
+
+def test_costs_reach_the_results_as_exact_means_and_the_log_with_a_run_id(tiny_llava_dir, tmp_path) -> None:
+    log = tmp_path / "costs.jsonl"
+    reset_logged_metrics()
+    for _ in range(2):  # a rerun appends to the same log
+        make_model(tiny_llava_dir, method="himap", batch_size=2, cost_log=str(log)).generate_until(requests())
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    runs = sorted({record["run_id"] for record in records})
+    assert len(runs) == 2 and [sum(r["run_id"] == run for r in records) for run in runs] == [3, 3]
+
+    (entry, _) = get_logged_metrics_history()  # one entry per generate_until call, not one per example
+    first = [record for record in records if record["run_id"] == records[0]["run_id"]]
+    assert entry["total_requests"] == 3  # batches of 2 and 1: a mean of batch means would weight them equally
+    assert entry["flops_ratio"] == pytest.approx(sum(r["flops_ratio"] for r in first) / 3)
+    assert entry[f"latency_s:{TASK}"] == pytest.approx(sum(r["latency_s"] for r in first) / 3)
+    assert entry["total_elapsed_time"] == pytest.approx(sum(r["latency_s"] for r in first))

@@ -42,7 +42,8 @@ TOP_K = 5
 class Disruption:
     """Which flow to cut, in layers ``start_layer .. end_layer`` (inclusive; ``None``: to the last layer).
 
-    ``end_layer < start_layer`` is an empty window: nothing is cut.
+    ``end_layer < start_layer`` is an error, not an empty window: a cut that cuts nothing would report the
+    undisturbed model under the flow's name.
     """
 
     flow: str
@@ -58,6 +59,8 @@ class Disruption:
         for name, layer in (("start_layer", self.start_layer), ("end_layer", end)):
             if not 0 <= layer < num_layers:
                 raise ValueError(f"{name}={layer} is outside [0, {num_layers}) for this {num_layers}-layer model")
+        if end < self.start_layer:
+            raise ValueError(f"end_layer={end} is below start_layer={self.start_layer}: the window would cut nothing")
         return range(self.start_layer, end + 1)
 
 

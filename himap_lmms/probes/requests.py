@@ -18,8 +18,16 @@ from transformers import PreTrainedModel
 from himap_lmms.llava_forward import language_model_of
 from himap_lmms.probes.disruption import Disruption, disrupted_generate
 from himap_lmms.probes.saliency import answer_token_id, saliency_probe
+from himap_lmms.values import parse_float, parse_int
 
-PROBES = ("saliency", "disruption")
+# The gen_kwargs each probe reads, and the decoding keys lmms-eval tasks carry anyway. Anything else is a typo
+# (``flw=img2img``) that would otherwise run the default setting under the user's label.
+PROBE_SETTINGS = {
+    "saliency": ("answer_field",),
+    "disruption": ("flow", "start_layer", "end_layer", "seed"),
+}
+PROBES = tuple(PROBE_SETTINGS)
+DECODING_KEYS = ("probe", "max_new_tokens", "until", "temperature", "do_sample", "top_p", "num_beams")
 DEFAULT_MAX_NEW_TOKENS = 8
 
 
@@ -33,7 +41,7 @@ def run_probe_request(
     """Run the probe ``probe_kwargs["probe"]`` on one encoded example and return its JSON record.
 
     ``inputs`` is the processor output of one example (batch 1, on the model's device). ``probe_kwargs`` is
-    the task's generation_kwargs; keys the probe does not use (``until``, ``temperature``...) are ignored.
+    the task's generation_kwargs, checked by :func:`check_probe_kwargs`.
 
     - ``saliency``: ``answer_field`` (default ``"answer"``) names the doc field with the gold answer, an
       option index (0 -> ``"A"``) or a letter. Returns the per-layer flows and the model's greedy answer.
@@ -42,7 +50,8 @@ def run_probe_request(
     """
     tokenizer = getattr(processor, "tokenizer", processor)
     probe = probe_kwargs.get("probe")
-    max_new_tokens = _as_int("max_new_tokens", probe_kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
+    check_probe_kwargs(probe_kwargs)
+    max_new_tokens = parse_int("max_new_tokens", probe_kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS))
     if probe == "saliency":
         gold = gold_letter(doc, probe_kwargs.get("answer_field", "answer"))
         result = saliency_probe(model, inputs, answer_token_id(tokenizer, gold))
@@ -53,7 +62,7 @@ def run_probe_request(
             "prediction": tokenizer.decode(answer.token_ids, skip_special_tokens=True),
             **result.to_dict(),
         }
-    elif probe == "disruption":
+    else:
         disruption = disruption_from_kwargs(probe_kwargs)
         window = disruption.window(len(language_model_of(model).layers))
         undisturbed = disrupted_generate(model, inputs, None, max_new_tokens, tokenizer.eos_token_id)
@@ -73,9 +82,34 @@ def run_probe_request(
                 "top5": disrupted.top5,
             },
         }
-    else:
-        raise ValueError(f"probe={probe!r} is not a known probe: choose one of {', '.join(PROBES)}")
     return json.dumps(record)
+
+
+def check_probe_kwargs(probe_kwargs: Mapping[str, Any]) -> None:
+    """Refuse an unknown probe, a setting the probe does not read, and any decoding but greedy."""
+    probe = probe_kwargs.get("probe")
+    if probe not in PROBE_SETTINGS:
+        raise ValueError(f"probe={probe!r} is not a known probe: choose one of {', '.join(PROBES)}")
+    allowed = (*PROBE_SETTINGS[probe], *DECODING_KEYS)
+    for key, value in probe_kwargs.items():
+        if key not in allowed:
+            raise ValueError(
+                f"gen_kwargs {key}={value!r} is not a setting of the {probe} probe: it reads "
+                f"{', '.join(PROBE_SETTINGS[probe])} (and {', '.join(DECODING_KEYS[1:])})"
+            )
+    sampling = parse_float("temperature", probe_kwargs.get("temperature") or 0) > 0 or _is_true(
+        probe_kwargs.get("do_sample")
+    )
+    if sampling or parse_int("num_beams", probe_kwargs.get("num_beams") or 1) > 1:
+        raise ValueError(
+            f"the {probe} probe decodes greedily: drop temperature/do_sample/num_beams from gen_kwargs "
+            f"(got temperature={probe_kwargs.get('temperature')!r}, do_sample={probe_kwargs.get('do_sample')!r}, "
+            f"num_beams={probe_kwargs.get('num_beams')!r})"
+        )
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
 
 
 def disruption_from_kwargs(probe_kwargs: Mapping[str, Any]) -> Disruption:
@@ -85,9 +119,9 @@ def disruption_from_kwargs(probe_kwargs: Mapping[str, Any]) -> Disruption:
         end_layer = None
     return Disruption(
         flow=str(probe_kwargs.get("flow")),
-        start_layer=_as_int("start_layer", probe_kwargs.get("start_layer", 0)),
-        end_layer=None if end_layer is None else _as_int("end_layer", end_layer),
-        seed=_as_int("seed", probe_kwargs.get("seed", 0)),
+        start_layer=parse_int("start_layer", probe_kwargs.get("start_layer", 0)),
+        end_layer=None if end_layer is None else parse_int("end_layer", end_layer),
+        seed=parse_int("seed", probe_kwargs.get("seed", 0)),
     )
 
 
@@ -101,14 +135,3 @@ def gold_letter(doc: Mapping[str, Any], field: str = "answer") -> str:
     if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(string.ascii_uppercase):
         raise ValueError(f"doc field {field!r}={answer!r} is neither an option index nor an option letter")
     return string.ascii_uppercase[answer]
-
-
-def _as_int(name: str, value: Any) -> int:
-    """Integers as lmms-eval hands them over: YAML ints, or ``--gen_kwargs`` strings / floats like ``4.0``."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r} is not an integer") from None
-    if not number.is_integer():
-        raise ValueError(f"{name}={value!r} is not an integer")
-    return int(number)

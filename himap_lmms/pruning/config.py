@@ -15,10 +15,11 @@ depth are made by :meth:`PruningConfig.check_num_layers` when the config is boun
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
+
+from himap_lmms.values import parse_float, parse_int
 
 Score = Literal["instruction", "visual", "last_token", "random", "uniform"]
 ATTENTION_SCORES = ("instruction", "visual", "last_token")
@@ -178,6 +179,15 @@ class PruningConfig:
                     f"so it must be < {num_layers}"
                 )
 
+    def budgets_keeping_all(self, num_image_tokens: int) -> list[str]:
+        """The counts (as ``keep1=600``) that keep all of a sample's ``num_image_tokens``: those steps prune
+        nothing for it, which a run labelled with the method should say."""
+        return [
+            f"keep{step.suffix}={step.keep}"
+            for step in self.steps
+            if step.keep is not None and step.keep >= num_image_tokens
+        ]
+
     def describe(self) -> str:
         """Short label for tables and logs, e.g. ``himap(k1=2,keep1=288,k2=8,keep2=72)``."""
         if not self.steps:
@@ -195,17 +205,7 @@ def _coerce(name: str, value: Any) -> Any:
     """Turn a model_args value into the int (k*, keep*, seed) or float (ratio*) it stands for."""
     if value is None:
         return None
-    wanted = float if name.startswith("ratio") else int
-    if isinstance(value, str):
-        try:
-            return wanted(value) if wanted is float else int(value, 10)
-        except ValueError:
-            raise ValueError(f"{name}={value!r} is not a valid {wanted.__name__}") from None
-    if wanted is int and isinstance(value, float):
-        if not value.is_integer() or math.isinf(value):
-            raise ValueError(f"{name}={value!r} is not a valid int")
-        return int(value)
-    return value
+    return parse_float(name, value) if name.startswith("ratio") else parse_int(name, value)
 
 
 def split_pruning_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

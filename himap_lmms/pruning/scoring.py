@@ -6,6 +6,10 @@ shallow step, the image rows for its deep step, the last prompt row for FastV. S
 :func:`attention_rows` recomputes just those rows: the queries of the chosen positions from the layer's
 input, and the keys the layer has just written to the KV cache. That is ``rows x n`` work instead of
 ``n x n``, and no change to any layer's kernel.
+
+The rows are taken a block at a time and reduced to the per-key score at once, so the probabilities held at
+any moment are ``batch x heads x head_dim x n`` floats: the size of one layer's hidden states, whatever the
+prompt's length. A 12k-token prompt whose text rows were all taken together would need gigabytes here.
 """
 
 from __future__ import annotations
@@ -82,8 +86,19 @@ def score_image_tokens(
             return torch.zeros(valid.shape, dtype=torch.float32, device=valid.device)
         rows = torch.arange(int(present[0]), int(present[-1]) + 1, device=valid.device)
         row_weight = group[:, rows]
-    probs = attention_rows(layer, layer_input, rows, keys, position_embeddings, valid).to(valid.device)
-    return torch.einsum("br,brn->bn", row_weight.float(), probs)
+    scores = torch.zeros(valid.shape, dtype=torch.float32, device=valid.device)
+    block = row_block_size(layer)
+    for start in range(0, rows.numel(), block):
+        chunk = slice(start, start + block)
+        probs = attention_rows(layer, layer_input, rows[chunk], keys, position_embeddings, valid).to(valid.device)
+        scores += torch.einsum("br,brn->bn", row_weight[:, chunk].float(), probs)
+    return scores
+
+
+def row_block_size(layer: nn.Module) -> int:
+    """Query rows scored at a time: ``head_dim``, so that ``heads x rows`` probabilities per key equal the
+    hidden size and the block costs what the layer's own hidden states cost."""
+    return layer.self_attn.head_dim
 
 
 def positional_scores(kind: Score, is_image: torch.Tensor, budget: torch.Tensor, seed: int) -> torch.Tensor:
