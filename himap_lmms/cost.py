@@ -59,3 +59,17 @@ def prefill_cost(
     prompt = counts[0] if prompt_tokens is None else int(prompt_tokens)
     unpruned = len(counts) * layer_flops(prompt, hidden, intermediate, convention)
     return PrefillCost(counts, flops, flops / unpruned, convention)
+
+
+def metric_name(quantity: str, task: str | None = None) -> str:
+    """Name under which the adapter logs a cost ``quantity`` (``flops_ratio``, ``latency_s``), per task or run-wide.
+
+    lmms-eval's metric log averages every logged name into the results' ``throughput`` block as
+    ``avg_<name>``: :func:`throughput_key` is what readers look up.
+    """
+    return quantity if task is None else f"{quantity}:{task}"
+
+
+def throughput_key(quantity: str, task: str | None = None) -> str:
+    """Key of a logged cost in the results JSON's ``throughput`` block."""
+    return f"avg_{metric_name(quantity, task)}"

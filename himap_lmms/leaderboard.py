@@ -1,54 +1,60 @@
-"""Collect lmms-eval result files into one leaderboard: Markdown, CSV and JSON.
+"""Collect lmms-eval runs into one leaderboard: Markdown, CSV and JSON.
 
-    python -m himap_lmms.leaderboard RESULTS_DIR_OR_FILES... [--out DIR] [--newest-only]
+    himap-leaderboard RESULTS_DIRS_OR_FILES... [--out DIR] [--reference]
 
-lmms-eval 0.7.3 writes ``<output_path>/<model>/<YYYYMMDD_HHMMSS>_results.json`` per run (older harnesses
-wrote ``results*.json``); directories are searched recursively for both names, files are read whatever
-their name. Each run becomes one row, identified by (model, backend, method, settings):
+A row is one run. Runs come from two places:
 
-- model: the ``pretrained`` entry of ``config.model_args`` (a string ``"k=v,k=v"`` or a dict); a filesystem
-  path is shortened to its last component, a hub id is kept whole. Without one, ``config.model``.
-- backend: ``config.model``, the lmms-eval model name (``himap_llava``, ``llava_hf``...).
-- method: the ``method`` model arg; a run without one is vanilla (``none``), as the adapter's default is.
-- settings: every other model arg, in the order given (``cost_log``, an output path, is left out).
+- **sweeps** (``sweep.json``, written by ``scripts/sweep.py``): every preset the sweep ran, failed ones
+  included. A failed run is a row whose ``status`` says ``failed:`` and the error, with no scores.
+- **lmms-eval result files** outside any sweep (``<output_path>/<model>/<stamp>_results.json``, or older
+  ``results*.json``), each a row with status ``ok``.
 
-A column per benchmark (``results`` entry) holds its main metric: the key named in :data:`MAIN_METRICS` for
-known tasks, otherwise the first key of the task's results that is numeric, not ``alias`` and not a
-stderr, in the newest run that has the task. A run without the benchmark, or without that metric, gets an
-empty cell.
+What each row records, so that the reader can see which rows compare:
 
-Cost comes from ``throughput``, where the adapter's per-example records land through lmms-eval's
-``log_metrics`` (summary keys are prefixed ``avg_``): for each benchmark B of a run, the FLOPs ratio is
-``avg_flops_ratio:B`` and the latency per example ``avg_latency_s:B`` when present, else the run-wide
-``avg_flops_ratio`` / ``avg_latency``. A row's FLOPs ratio and latency are the means over its benchmarks.
-Speed-up is the vanilla reference's latency over the same benchmarks divided by the row's latency; the
-reference is the newest ``method=none`` run of the same model and backend whose settings equal the row's
-settings without the pruning arguments (:data:`PRUNING_ARGS`) and that covers all the row's benchmarks.
+- model (the ``pretrained`` model_arg, a path shortened to its last component), backend (``--model``),
+  method (the ``method`` model_arg; none means vanilla) and settings (every other model_arg but ``cost_log``);
+- ``n``: documents evaluated (lmms-eval's ``n-samples``, summed over the row's benchmarks), ``limit``
+  (``--limit``), ``batch`` (``--batch_size``), and for sweep runs the ``device`` and torch ``threads`` the
+  sweep pinned, and the ``sweep`` id;
+- one column per benchmark with its main metric (:data:`MAIN_METRICS`, else the task's first numeric
+  metric that is not a stderr), then the cost: FLOPs ratio and latency per example (means over the row's
+  benchmarks, from the ``throughput`` block the adapter fills) and the speed-up.
 
-Several runs of one row are all kept, each labelled by its time (the ``date`` field, else a timestamp in
-the file name, else the file's modification time); ``--newest-only`` keeps the newest. A file that is not
-JSON, or not an lmms-eval results file, is skipped with a warning naming it.
+The speed-up is a ratio of two latencies measured side by side: the row's against the vanilla run of the
+same sweep with the same model, backend, non-pruning settings, documents, limit, batch, device and threads.
+Where there is no such run (a plain lmms-eval run, a sweep without vanilla, a failed vanilla) the cell is
+empty, never a number from another run's conditions.
+
+``--reference`` writes a reference table (the README shows one): it refuses runs with a ``--limit`` and
+failed runs, so a smoke run never becomes a reference.
+
+The parsing of ``model_args`` mirrors lmms-eval's (comma-separated ``key=value``) but keeps every value as
+written and does not import lmms-eval, so the leaderboard runs without the evaluation stack.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import logging
 import math
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from himap_lmms.cost import throughput_key
+from himap_lmms.pruning.config import PRUNING_ARGUMENTS
+
 logger = logging.getLogger(__name__)
 
 RESULT_PATTERNS = ("*_results.json", "results*.json")
+SWEEP_MANIFEST = "sweep.json"
 
 # Main metric of known tasks (results key "<metric>,<filter>").
 MAIN_METRICS: dict[str, str] = {
@@ -60,93 +66,74 @@ MAIN_METRICS: dict[str, str] = {
 # model_args that name the model, in the order lmms-eval's own tracker looks for them.
 MODEL_ARG_KEYS = ("pretrained", "model", "model_version", "model_name", "model_id", "path", "engine")
 
-# The pruning methods' own knobs (himap_lmms.pruning.config); the rest of model_args must match vanilla's.
-PRUNING_ARGS = frozenset({"k", "keep", "ratio", "k1", "keep1", "ratio1", "k2", "keep2", "ratio2"})
-
 # model_args that say where outputs go, not how the model runs.
 NON_SETTINGS = frozenset({"cost_log"})
 
 VANILLA = "none"
+OK = "ok"
 _DATE_FORMAT = "%Y%m%d_%H%M%S"
 # lmms-eval stamps ``date`` and its file names in Asia/Singapore time (``utils.get_datetime_str``), which has no
 # daylight saving and no marker in the stamp; the leaderboard shows every run in UTC.
 LMMS_EVAL_TIMEZONE = timezone(timedelta(hours=8))
 _FILE_STAMP = re.compile(r"(\d{8}_\d{6})")
 
-FIXED_COLUMNS = ("model", "backend", "method", "settings", "run")  # keys of a row dict
-_HEADERS = {"run": "run (UTC)"}  # where a column's header says more than its key
-COST_COLUMNS = ("FLOPs ratio", "latency (s/example)", "speed-up vs none")
+IDENTITY_COLUMNS = ["model", "backend", "method", "settings"]
+CONDITION_COLUMNS = ["sweep", "status", "n", "limit", "batch", "device", "threads", "run (UTC)"]
+COST_COLUMNS = ["FLOPs ratio", "latency (s/example)", "speed-up vs none"]
 
 
 @dataclass(frozen=True)
 class Run:
-    """One lmms-eval results file, reduced to what the leaderboard shows."""
+    """One run, reduced to what the leaderboard shows and what decides which runs compare."""
 
-    source: Path
     model: str
     backend: str
     method: str
     settings: tuple[tuple[str, str], ...]
     time: datetime
-    label: str
-    results: Mapping[str, Mapping[str, Any]]
-    throughput: Mapping[str, Any]
-
-    @property
-    def key(self) -> tuple[str, str, str, frozenset[tuple[str, str]]]:
-        """Row identity: settings compare as a set, so their order in model_args does not matter."""
-        return (self.model, self.backend, self.method, frozenset(self.settings))
+    source: Path | None = None
+    results: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    throughput: Mapping[str, Any] = field(default_factory=dict)
+    n: Mapping[str, int] = field(default_factory=dict)
+    limit: str = ""
+    batch: str = ""
+    sweep: str = ""
+    device: str = ""
+    threads: str = ""
+    status: str = OK
 
     @property
     def base_settings(self) -> frozenset[tuple[str, str]]:
-        """Settings without the pruning knobs: what a vanilla reference must share."""
-        return frozenset((k, v) for k, v in self.settings if k not in PRUNING_ARGS)
+        """Settings without the pruning arguments: what a vanilla reference must share."""
+        return frozenset((k, v) for k, v in self.settings if k not in PRUNING_ARGUMENTS)
+
+    @property
+    def conditions(self) -> tuple:
+        """Everything that must be equal for two runs' latencies to compare."""
+        return (
+            self.sweep,
+            self.model,
+            self.backend,
+            self.base_settings,
+            tuple(sorted(self.n.items())),
+            self.limit,
+            self.batch,
+            self.device,
+            self.threads,
+        )
 
     @property
     def settings_text(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.settings)
 
 
-@dataclass
-class Leaderboard:
-    """The table: benchmark columns (task, metric) and one row dict per run."""
-
-    benchmarks: list[tuple[str, str]]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def columns(self) -> list[str]:
-        return [
-            *(_HEADERS.get(c, c) for c in FIXED_COLUMNS),
-            *(benchmark_label(t, m) for t, m in self.benchmarks),
-            *COST_COLUMNS,
-        ]
-
-
 # ----------------------------------------------------------------------------------------------------------
-# Reading result files
+# Reading runs
 # ----------------------------------------------------------------------------------------------------------
-
-
-def find_result_files(paths: Iterable[Path]) -> list[Path]:
-    """Files as given, directories searched recursively for lmms-eval's result file names; no duplicates."""
-    found: dict[Path, Path] = {}
-    for path in paths:
-        if path.is_dir():
-            matches = sorted({match for pattern in RESULT_PATTERNS for match in path.rglob(pattern)})
-            candidates = [match for match in matches if match.is_file()]
-        elif path.is_file():
-            candidates = [path]
-        else:
-            logger.warning("skipping %s: no such file or directory", path)
-            candidates = []
-        for candidate in candidates:
-            found.setdefault(candidate.resolve(), candidate)
-    return list(found.values())
 
 
 def parse_model_args(model_args: str | Mapping[str, Any] | None) -> dict[str, str]:
-    """``"a=1,b=x"`` or ``{"a": 1, "b": "x"}`` -> ``{"a": "1", "b": "x"}`` (lmms-eval's own split rule)."""
+    """``"a=1,b=x"`` or ``{"a": 1, "b": "x"}`` -> ``{"a": "1", "b": "x"}`` (lmms-eval's split rule)."""
     if model_args is None:
         return {}
     if isinstance(model_args, Mapping):
@@ -183,6 +170,19 @@ def run_time(data: Mapping[str, Any], source: Path) -> datetime:
     return datetime.fromtimestamp(source.stat().st_mtime, tz=timezone.utc)
 
 
+def identity(backend: str, model_args: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """model, backend, method and settings of a run from its ``--model`` and ``--model_args``."""
+    args = parse_model_args(model_args)
+    model_key = next((key for key in MODEL_ARG_KEYS if args.get(key)), None)
+    skipped = {model_key, "method", *NON_SETTINGS}
+    return {
+        "model": model_display_name(args[model_key]) if model_key else backend,
+        "backend": backend,
+        "method": args.get("method", VANILLA),
+        "settings": tuple((k, v) for k, v in args.items() if k not in skipped),
+    }
+
+
 def run_from_results(data: Any, source: Path) -> Run:
     """The :class:`Run` of one parsed results JSON; ``ValueError`` saying why when it is not one."""
     if not isinstance(data, Mapping):
@@ -194,35 +194,67 @@ def run_from_results(data: Any, source: Path) -> Run:
         raise ValueError("'results' entries are not metric objects")
     if not isinstance(config, Mapping) or "model_args" not in config:
         raise ValueError("no 'config.model_args' (not an lmms-eval results file)")
-    args = parse_model_args(config["model_args"])
-    backend = str(config.get("model") or "")
-    model_key = next((key for key in MODEL_ARG_KEYS if args.get(key)), None)
-    model = model_display_name(args[model_key]) if model_key else backend
-    method = args.get("method", VANILLA)
-    settings = tuple((k, v) for k, v in args.items() if k != model_key and k != "method" and k not in NON_SETTINGS)
+    samples = data.get("n-samples") if isinstance(data.get("n-samples"), Mapping) else {}
     throughput = data.get("throughput")
-    time = run_time(data, source)
     return Run(
+        **identity(str(config.get("model") or ""), config["model_args"]),
+        time=run_time(data, source),
         source=source,
-        model=model,
-        backend=backend,
-        method=method,
-        settings=settings,
-        time=time,
-        label=time.strftime("%Y-%m-%d %H:%M:%S"),
         results=results,
         throughput=throughput if isinstance(throughput, Mapping) else {},
+        n={task: int(entry["effective"]) for task, entry in samples.items() if isinstance(entry, Mapping)},
+        limit="" if config.get("limit") is None else str(config["limit"]),
+        batch=str(config.get("batch_size") or ""),
     )
 
 
 def load_run(path: Path) -> Run | None:
-    """Read one file; a malformed or foreign file is ``None`` and a warning naming it."""
+    """Read one results file; a malformed or foreign file is ``None`` and a warning naming it."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return run_from_results(data, path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as error:
+        return run_from_results(json.loads(path.read_text(encoding="utf-8")), path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, KeyError, TypeError) as error:
         logger.warning("skipping %s: %s", path, error)
         return None
+
+
+def load_sweep(manifest: Path) -> list[Run]:
+    """Every run a sweep manifest lists: finished ones from their results file, failed ones as failed rows."""
+    sweep = json.loads(manifest.read_text(encoding="utf-8"))
+    conditions = {
+        "sweep": sweep["sweep_id"],
+        "device": sweep["device"],
+        "threads": str(sweep["torch_threads"]),
+        "limit": "" if sweep["limit"] is None else str(sweep["limit"]),
+        "batch": str(sweep["batch_size"]),
+    }
+    started = datetime.fromisoformat(sweep["started"])
+    runs = []
+    for entry in sweep["runs"]:
+        run = load_run(manifest.parent / entry["results"]) if entry["status"] == OK else None
+        if run is None:
+            status = entry["status"] if entry["status"] != OK else "failed: its results file is unreadable"
+            run = Run(**identity(sweep["backend"], entry["model_args"]), time=started, status=status)
+        runs.append(replace(run, **conditions))
+    return runs
+
+
+def collect_runs(paths: Iterable[Path]) -> list[Run]:
+    """Runs of every sweep under ``paths``, then every results file that belongs to no sweep."""
+    manifests, files = [], []
+    for path in paths:
+        if path.is_dir():
+            manifests += sorted(path.rglob(SWEEP_MANIFEST))
+            files += sorted({match for pattern in RESULT_PATTERNS for match in path.rglob(pattern)})
+        elif path.is_file():
+            (manifests if path.name == SWEEP_MANIFEST else files).append(path)
+        else:
+            logger.warning("skipping %s: no such file or directory", path)
+    sweep_dirs = {manifest.parent.resolve() for manifest in manifests}
+    runs = [run for manifest in dict.fromkeys(manifests) for run in load_sweep(manifest)]
+    for path in dict.fromkeys(files):
+        if not any(parent in sweep_dirs for parent in path.resolve().parents):
+            runs += [run] if (run := load_run(path)) is not None else []
+    return runs
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -252,12 +284,10 @@ def candidate_metric(task: str, task_results: Mapping[str, Any]) -> str | None:
 
 def choose_metrics(runs: Sequence[Run]) -> list[tuple[str, str]]:
     """One (task, metric) column per task, metric chosen from the newest run that has one."""
-    tasks = sorted({task for run in runs for task in run.results})
     columns = []
-    for task in tasks:
+    for task in sorted({task for run in runs for task in run.results}):
         newest_first = sorted((r for r in runs if task in r.results), key=lambda r: r.time, reverse=True)
         metric = next((m for r in newest_first if (m := candidate_metric(task, r.results[task]))), None)
-        metric = metric or MAIN_METRICS.get(task)
         if metric is None:
             logger.warning("no numeric metric for task %s in any run; it gets no column", task)
             continue
@@ -265,12 +295,12 @@ def choose_metrics(runs: Sequence[Run]) -> list[tuple[str, str]]:
     return columns
 
 
-def task_cost(throughput: Mapping[str, Any], task: str) -> tuple[float | None, float | None]:
+def task_cost(run: Run, task: str) -> tuple[float | None, float | None]:
     """(FLOPs ratio, latency per example) for one task: per-task keys first, run-wide keys otherwise."""
-    flops = _number(throughput.get(f"avg_flops_ratio:{task}"))
-    latency = _number(throughput.get(f"avg_latency_s:{task}"))
-    flops = flops if flops is not None else _number(throughput.get("avg_flops_ratio"))
-    latency = latency if latency is not None else _number(throughput.get("avg_latency"))
+    flops = _number(run.throughput.get(throughput_key("flops_ratio", task)))
+    latency = _number(run.throughput.get(throughput_key("latency_s", task)))
+    flops = flops if flops is not None else _number(run.throughput.get(throughput_key("flops_ratio")))
+    latency = latency if latency is not None else _number(run.throughput.get("avg_latency"))
     return flops, latency
 
 
@@ -282,34 +312,35 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return sum(values) / len(values)
 
 
-def mean_latency(run: Run, tasks: Iterable[str]) -> float | None:
-    """The run's mean latency per example over ``tasks``; ``None`` if it lacks one of them."""
-    tasks = list(tasks)
-    if any(task not in run.results for task in tasks):
-        return None
-    return _mean(task_cost(run.throughput, task)[1] for task in tasks)
+def mean_cost(run: Run) -> tuple[float | None, float | None]:
+    """The run's FLOPs ratio and latency, each the mean over its benchmarks."""
+    costs = [task_cost(run, task) for task in run.results]
+    return _mean(flops for flops, _ in costs), _mean(latency for _, latency in costs)
 
 
 def vanilla_reference(run: Run, runs: Sequence[Run]) -> Run | None:
-    """The newest vanilla run of the same model, backend and non-pruning settings covering run's tasks."""
-    candidates = [
-        other
-        for other in runs
-        if other.method == VANILLA
-        and (other.model, other.backend) == (run.model, run.backend)
-        and other.base_settings == run.base_settings
-        and all(task in other.results for task in run.results)
-    ]
-    return max(candidates, key=lambda other: other.time, default=None)
+    """The finished vanilla run measured under the same conditions as ``run`` (see the module docstring)."""
+    if not run.sweep:
+        return None
+    return next(
+        (
+            other
+            for other in runs
+            if other.method == VANILLA
+            and other.status == OK
+            and other.conditions == run.conditions
+            and set(other.results) == set(run.results)
+        ),
+        None,
+    )
 
 
 def speedup(run: Run, runs: Sequence[Run]) -> float | None:
-    """Vanilla latency over the row's benchmarks divided by the row's latency over the same benchmarks."""
+    """Vanilla latency over the row's latency, from the same sweep and conditions; ``None`` without one."""
     reference = vanilla_reference(run, runs)
-    if reference is None:
+    if reference is None or run.status != OK:
         return None
-    own = mean_latency(run, run.results)
-    base = mean_latency(reference, run.results)
+    own, base = mean_cost(run)[1], mean_cost(reference)[1]
     if own is None or base is None or own <= 0:
         return None
     return base / own
@@ -325,135 +356,97 @@ def benchmark_label(task: str, metric: str) -> str:
     return f"{task} {metric.removesuffix(',none')}"
 
 
-def newest_per_row(runs: Iterable[Run]) -> list[Run]:
-    """One run per row identity: the newest."""
-    newest: dict[tuple, Run] = {}
-    for run in runs:
-        if run.key not in newest or run.time > newest[run.key].time:
-            newest[run.key] = run
-    return list(newest.values())
-
-
-def build_leaderboard(runs: Sequence[Run], newest_only: bool = False) -> Leaderboard:
-    """Rows for ``runs`` (all of them, or the newest per row), vanilla first within each model."""
-    runs = newest_per_row(runs) if newest_only else list(runs)
+def build_leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run, grouped by sweep then model, vanilla first; numbers unformatted (NaN = no value)."""
     benchmarks = choose_metrics(runs)
-    ordered = sorted(runs, key=lambda r: (r.model, r.backend, r.method != VANILLA, r.method, r.settings_text, r.time))
-    board = Leaderboard(benchmarks=benchmarks)
+    ordered = sorted(runs, key=lambda r: (r.sweep, r.model, r.backend, r.method != VANILLA, r.method, r.time))
+    rows = []
     for run in ordered:
-        per_task = {}
-        for task, _ in benchmarks:
-            if task in run.results:
-                flops, latency = task_cost(run.throughput, task)
-                per_task[task] = {"flops_ratio": flops, "latency_s": latency}
-        board.rows.append(
+        flops, latency = mean_cost(run) if run.status == OK else (None, None)
+        rows.append(
             {
                 "model": run.model,
                 "backend": run.backend,
                 "method": run.method,
                 "settings": run.settings_text,
-                "run": run.label,
-                "source": str(run.source),
-                "scores": {
-                    task: _number(run.results[task].get(metric)) if task in run.results else None
+                "sweep": run.sweep,
+                "status": run.status,
+                "n": sum(run.n.values()) if run.n else None,
+                "limit": run.limit,
+                "batch": run.batch,
+                "device": run.device,
+                "threads": run.threads,
+                "run (UTC)": run.time.strftime("%Y-%m-%d %H:%M:%S"),
+                **{
+                    benchmark_label(task, metric): _number(run.results.get(task, {}).get(metric))
                     for task, metric in benchmarks
                 },
-                "flops_ratio": _mean(cost["flops_ratio"] for cost in per_task.values()),
-                "latency_s": _mean(cost["latency_s"] for cost in per_task.values()),
-                "speedup": speedup(run, runs),
-                "per_task": per_task,
+                "FLOPs ratio": flops,
+                "latency (s/example)": latency,
+                "speed-up vs none": speedup(run, runs),
+                "source": "" if run.source is None else str(run.source),
             }
         )
-    _disambiguate_labels(board.rows)
-    return board
+    columns = [*IDENTITY_COLUMNS, *CONDITION_COLUMNS, *(benchmark_label(*b) for b in benchmarks), *COST_COLUMNS]
+    return pd.DataFrame(rows, columns=[*columns, "source"]).astype({"n": "Int64"})
 
 
-def _disambiguate_labels(rows: list[dict[str, Any]]) -> None:
-    """Two runs of one row stamped with the same second also get their file, so labels stay distinct."""
-    seen: dict[tuple, int] = {}
-    for row in rows:
-        identity = (row["model"], row["backend"], row["method"], row["settings"], row["run"])
-        seen[identity] = seen.get(identity, 0) + 1
-    for row in rows:
-        if seen[(row["model"], row["backend"], row["method"], row["settings"], row["run"])] > 1:
-            row["run"] = f"{row['run']} ({row['source']})"
+def to_markdown(board: pd.DataFrame) -> str:
+    """The table as people read it: scores and costs to 4 decimals, speed-ups to 2, no source paths."""
+    shown = board.drop(columns="source").astype(object)
+    for column in shown.columns:
+        if pd.api.types.is_float_dtype(board[column]):
+            digits = 2 if column == "speed-up vs none" else 4
+            shown[column] = ["" if pd.isna(value) else f"{value:.{digits}f}" for value in board[column]]
+    shown = shown.fillna("").astype(str).replace({"<NA>": ""})
+    return shown.to_markdown(index=False, tablefmt="github", disable_numparse=True) + "\n"
 
 
-def table_cells(board: Leaderboard, row: Mapping[str, Any]) -> list[str | float | None]:
-    """One row's cells in column order, values unformatted (``None`` = empty)."""
-    return [
-        *(row[name] for name in FIXED_COLUMNS),
-        *(row["scores"][task] for task, _ in board.benchmarks),
-        row["flops_ratio"],
-        row["latency_s"],
-        row["speedup"],
-    ]
-
-
-def format_markdown_cell(value: str | float | None, column: str) -> str:
-    """Numbers with 4 decimals (speed-up 2), empty for no value; ``|`` escaped."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.2f}" if column == COST_COLUMNS[2] else f"{value:.4f}"
-    return str(value).replace("|", "\\|")
-
-
-def to_markdown(board: Leaderboard) -> str:
-    columns = board.columns
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    for row in board.rows:
-        cells = [format_markdown_cell(v, c) for v, c in zip(table_cells(board, row), columns)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(board: Leaderboard) -> str:
-    """Full-precision numbers (``repr`` of the float), empty cells for no value."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(board.columns)
-    for row in board.rows:
-        writer.writerow(["" if value is None else value for value in table_cells(board, row)])
-    return buffer.getvalue()
-
-
-def to_json(board: Leaderboard) -> str:
-    payload = {
-        "columns": board.columns,
-        "benchmarks": [{"task": task, "metric": metric} for task, metric in board.benchmarks],
-        "rows": board.rows,
-    }
-    return json.dumps(payload, indent=2) + "\n"
-
-
-def write_outputs(board: Leaderboard, out_dir: Path) -> dict[str, Path]:
-    """Write ``leaderboard.md``, ``.csv`` and ``.json`` into ``out_dir``."""
+def write_outputs(board: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    """Write ``leaderboard.md``, ``.csv`` (full precision) and ``.json`` (one record per row) into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for suffix, render in (("md", to_markdown), ("csv", to_csv), ("json", to_json)):
-        path = out_dir / f"leaderboard.{suffix}"
-        path.write_text(render(board), encoding="utf-8")
-        written[suffix] = path
-    return written
+    paths = {suffix: out_dir / f"leaderboard.{suffix}" for suffix in ("md", "csv", "json")}
+    paths["md"].write_text(to_markdown(board), encoding="utf-8")
+    board.to_csv(paths["csv"], index=False)
+    records = board.astype(object).where(board.notna(), None).to_dict(orient="records")
+    paths["json"].write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+    return paths
+
+
+def check_reference(runs: Sequence[Run]) -> None:
+    """A reference table holds only complete, finished runs: ``ValueError`` naming the first that is not."""
+    for run in runs:
+        label = f"{run.model} {run.method} {run.settings_text} ({run.sweep or run.source})"
+        if run.status != OK:
+            raise ValueError(f"{label} {run.status}: a reference table holds finished runs only")
+        if run.limit:
+            raise ValueError(f"{label} ran with --limit {run.limit}: a reference table holds complete runs only")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="himap-leaderboard", description="Merge lmms-eval result files into one leaderboard."
+        prog="himap-leaderboard", description="Merge sweeps and lmms-eval result files into one leaderboard."
     )
-    parser.add_argument("paths", nargs="+", type=Path, help="results files or directories to search")
+    parser.add_argument("paths", nargs="+", type=Path, help="sweep folders, results files or folders to search")
     parser.add_argument("--out", type=Path, default=Path("."), help="directory for leaderboard.md/.csv/.json")
-    parser.add_argument("--newest-only", action="store_true", help="keep only the newest run of each row")
+    parser.add_argument(
+        "--reference", action="store_true", help="refuse failed runs and runs with --limit (reference tables)"
+    )
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
 
-    runs = [run for path in find_result_files(args.paths) if (run := load_run(path)) is not None]
+    runs = collect_runs(args.paths)
     if not runs:
-        print("no lmms-eval results found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
+        print("no lmms-eval results or sweeps found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
         return 1
-    board = build_leaderboard(runs, newest_only=args.newest_only)
+    if args.reference:
+        try:
+            check_reference(runs)
+        except ValueError as error:
+            print(f"not written: {error}", file=sys.stderr)
+            return 1
+    board = build_leaderboard(runs)
     write_outputs(board, args.out)
     print(to_markdown(board), end="")
     return 0

@@ -40,10 +40,10 @@ from PIL import Image
 from tqdm import tqdm
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
-from himap_lmms.cost import CONVENTIONS, prefill_cost
+from himap_lmms.cost import CONVENTIONS, metric_name
 from himap_lmms.llava_forward import SUPPORTED_ATTENTION
 from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
-from himap_lmms.pruning import PrunedLlava, PruningConfig, split_pruning_args
+from himap_lmms.pruning import Generation, PrunedLlava, PruningConfig, split_pruning_args
 from himap_lmms.values import parse_float, parse_int
 
 logger = logging.getLogger(__name__)
@@ -308,34 +308,25 @@ class HimapLlava(lmms):
                     min(image_tokens),
                 )
 
-    def _costs(self, generation: Any, tasks: tuple[str, ...], doc_ids: tuple[int, ...]) -> list[ExampleCost]:
-        text_config = self.model.config.get_text_config()
+    def _costs(self, generation: Generation, tasks: tuple[str, ...], doc_ids: tuple[int, ...]) -> list[ExampleCost]:
         batch = len(tasks)
-        costs = []
-        for b, (task, doc_id) in enumerate(zip(tasks, doc_ids)):
-            cost = prefill_cost(
-                generation.stats.tokens_per_layer[b].tolist(),
-                text_config.hidden_size,
-                text_config.intermediate_size,
-                self.flops_convention,
-                prompt_tokens=int(generation.stats.prompt_tokens[b]),
+        prefill_costs = generation.stats.costs(self.model.config.get_text_config(), self.flops_convention)
+        return [
+            ExampleCost(
+                run_id=self.run_id,
+                task=task,
+                doc_id=int(doc_id),
+                method=self.pruning.describe(),
+                tokens_per_layer=list(cost.tokens_per_layer),
+                flops=cost.flops,
+                flops_ratio=cost.flops_ratio,
+                flops_convention=cost.convention,
+                prefill_s=generation.prefill_seconds / batch,
+                latency_s=generation.total_seconds / batch,
+                new_tokens=int((sequence != self.tokenizer.pad_token_id).sum()),
             )
-            costs.append(
-                ExampleCost(
-                    run_id=self.run_id,
-                    task=task,
-                    doc_id=int(doc_id),
-                    method=self.pruning.describe(),
-                    tokens_per_layer=list(cost.tokens_per_layer),
-                    flops=cost.flops,
-                    flops_ratio=cost.flops_ratio,
-                    flops_convention=cost.convention,
-                    prefill_s=generation.prefill_seconds / batch,
-                    latency_s=generation.total_seconds / batch,
-                    new_tokens=int((generation.sequences[b] != self.tokenizer.pad_token_id).sum()),
-                )
-            )
-        return costs
+            for task, doc_id, cost, sequence in zip(tasks, doc_ids, prefill_costs, generation.sequences)
+        ]
 
     def _append_cost_log(self, costs: list[ExampleCost]) -> None:
         """Append records at once, so an interrupted run keeps what it measured."""
@@ -362,8 +353,8 @@ class HimapLlava(lmms):
         per_task = {}
         for task in sorted({cost.task for cost in costs}):
             mine = [cost for cost in costs if cost.task == task]
-            per_task[f"flops_ratio:{task}"] = _mean(cost.flops_ratio for cost in mine)
-            per_task[f"latency_s:{task}"] = _mean(cost.latency_s for cost in mine)
+            per_task[metric_name("flops_ratio", task)] = _mean(cost.flops_ratio for cost in mine)
+            per_task[metric_name("latency_s", task)] = _mean(cost.latency_s for cost in mine)
         log_metrics(
             total_elapsed_time=latency,
             total_gen_tokens=new_tokens,

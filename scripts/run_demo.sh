@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job of the README: vanilla, FastV and HiMAP on the bundled testbed LLaVA and its held-out
-# ScienceQA-IMG-schema split, through stock lmms-eval, ending in the leaderboard table (results/leaderboard.md).
+# ScienceQA-IMG-schema split, through stock lmms-eval. It writes a new sweep folder under results/runs/ and ends
+# by printing that sweep's leaderboard (the committed reference table in results/reference/ is never touched).
 # Offline and CPU-only; pass sweep options to change it, e.g. --presets vanilla,himap_ref --limit 50.
 set -euo pipefail
 cd "$(dirname "$0")/.."

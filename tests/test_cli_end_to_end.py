@@ -1,5 +1,6 @@
-"""The user's day through the real CLI: a sweep of none / fastv / himap on the bundled data, the leaderboard
-built from its result files, and a 2-process accelerate run that must answer exactly like one process."""
+"""The user's day through the real CLI: a sweep of none / fastv / himap on the bundled data, its leaderboard
+built from the result files, a sweep whose run fails, bad sweep arguments, and a 2-process accelerate run that
+must answer, and account cost, exactly like one process."""
 
 from __future__ import annotations
 
@@ -8,15 +9,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data" / "scienceqa_img_synth"
-BIN = Path(sys.executable).parent
+SWEEP = [sys.executable, str(REPO / "scripts" / "sweep.py")]
 TASK = "scienceqa_img_himap_local"
 LIMIT = 12
 
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="bundled data not generated")
+
+
+def sweep_dir(results: Path) -> Path:
+    (folder,) = (results / "runs").iterdir()
+    return folder
 
 
 def result_file(run_dir: Path) -> dict:
@@ -31,61 +38,104 @@ def answers(run_dir: Path) -> dict[int, str]:
     return {row["doc_id"]: row["filtered_resps"] for row in rows}
 
 
+def cost_records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted(run_dir.glob("costs*.jsonl")) for line in path.read_text().splitlines()]
+
+
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The README's main job (``scripts/run_demo.sh``) on the first docs: the shipped testbed, its model preset."""
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The README's main job (``scripts/run_demo.sh``) on the first docs: the shipped testbed, its model preset,
+    started from another directory than the repository."""
     results = tmp_path_factory.mktemp("results")
-    command = [sys.executable, str(REPO / "scripts" / "sweep.py"), "--model", "testbed"]
-    command += ["--presets", "vanilla,fastv_50,himap_ref", "--tasks", TASK, "--limit", str(LIMIT)]
-    command += ["--batch-size", "4", "--results", str(results)]
-    subprocess.run(command, cwd=REPO, check=True, timeout=900)
-    return results
+    command = [*SWEEP, "--model", "testbed", "--presets", "vanilla,fastv_50,himap_ref", "--tasks", TASK]
+    command += ["--limit", str(LIMIT), "--batch-size", "4", "--results", str(results)]
+    done = subprocess.run(command, cwd=results, check=True, timeout=900, capture_output=True, text=True)
+    return sweep_dir(results), done
 
 
-def test_each_preset_gets_its_own_run_folder(sweep: Path) -> None:
-    runs = sorted((sweep / "runs").iterdir())
-    assert len(runs) == 3
-    assert {preset for preset in ("vanilla", "fastv_50", "himap_ref") for run in runs if run.name.endswith(preset)} == {
-        "vanilla",
-        "fastv_50",
-        "himap_ref",
-    }
-    for run in runs:
-        data = result_file(run)
+def test_each_preset_gets_its_own_run_folder(sweep) -> None:
+    folder, _ = sweep
+    manifest = json.loads((folder / "sweep.json").read_text())
+    assert [run["preset"] for run in manifest["runs"]] == ["vanilla", "fastv_50", "himap_ref"]
+    assert {run["status"] for run in manifest["runs"]} == {"ok"}
+    assert (manifest["limit"], manifest["batch_size"], manifest["device"]) == (LIMIT, 4, "cpu")
+    for run in manifest["runs"]:
+        run_dir = folder / run["preset"]
+        data = result_file(run_dir)
         assert data["results"][TASK]["exact_match,none"] is not None
-        costs = [json.loads(line) for line in (run / "costs.jsonl").read_text().splitlines()]
-        assert len(costs) == LIMIT
+        costs = cost_records(run_dir)
+        assert len(costs) == LIMIT and len({cost["run_id"] for cost in costs}) == 1
         assert data["throughput"][f"avg_flops_ratio:{TASK}"] == pytest.approx(
             sum(cost["flops_ratio"] for cost in costs) / LIMIT
         )
-        assert (run / "command.txt").read_text().startswith(str(BIN / "lmms-eval"))
+        assert (run_dir / "lmms_eval.log").read_text().count("Model Responding") >= 1
 
 
-def test_leaderboard_cells_equal_the_result_files(sweep: Path) -> None:
-    board = json.loads((sweep / "leaderboard.json").read_text())
-    assert (sweep / "leaderboard.md").read_text().count("\n") == 2 + len(board["rows"])
-    rows = {row["method"]: row for row in board["rows"]}
-    assert set(rows) == {"none", "fastv", "himap"}
+def test_the_sweep_prints_and_writes_its_own_leaderboard(sweep) -> None:
+    folder, done = sweep
+    table = (folder / "leaderboard.md").read_text()
+    assert table in done.stdout
+    board = pd.DataFrame(json.loads((folder / "leaderboard.json").read_text()))
+    assert list(board["method"]) == ["none", "fastv", "himap"] and set(board["sweep"]) == {folder.name}
+    assert set(board["n"]) == {LIMIT} and set(board["limit"].astype(str)) == {str(LIMIT)}
+    rows = {row["method"]: row for row in board.to_dict(orient="records")}
     for row in rows.values():
-        data = result_file(Path(row["source"]).parent)
-        assert row["scores"][TASK] == data["results"][TASK]["exact_match,none"]
-        assert row["flops_ratio"] == pytest.approx(data["throughput"][f"avg_flops_ratio:{TASK}"])
-        assert row["latency_s"] == pytest.approx(data["throughput"][f"avg_latency_s:{TASK}"])
-        assert row["speedup"] == pytest.approx(rows["none"]["latency_s"] / row["latency_s"])
-    assert rows["none"]["flops_ratio"] == pytest.approx(1.0)
-    assert rows["himap"]["flops_ratio"] < rows["fastv"]["flops_ratio"] < 1.0
+        data = json.loads(Path(row["source"]).read_text())
+        assert row[f"{TASK} exact_match"] == data["results"][TASK]["exact_match,none"]
+        assert row["FLOPs ratio"] == pytest.approx(data["throughput"][f"avg_flops_ratio:{TASK}"])
+        assert row["latency (s/example)"] == pytest.approx(data["throughput"][f"avg_latency_s:{TASK}"])
+        assert row["speed-up vs none"] == pytest.approx(
+            rows["none"]["latency (s/example)"] / row["latency (s/example)"]
+        )
+    assert rows["none"]["FLOPs ratio"] == pytest.approx(1.0)
+    assert rows["himap"]["FLOPs ratio"] < rows["fastv"]["FLOPs ratio"] < 1.0
 
 
-def test_two_processes_answer_like_one(tiny_llava_dir: Path, tmp_path: Path) -> None:
-    model_args = f"pretrained={tiny_llava_dir},method=himap,dtype=float64"  # no near-ties between batchings
-    common = ["--model", "himap_llava", "--model_args", model_args, "--tasks", TASK]
-    common += ["--include_path", str(REPO / "tasks"), "--limit", str(LIMIT), "--batch_size", "2", "--log_samples"]
+def test_a_failed_run_fails_the_sweep_and_shows_in_its_table(tmp_path: Path) -> None:
+    """lmms-eval logs the error and exits 0; the sweep must read the missing results file as a failure."""
+    command = [*SWEEP, "--model", "testbed", "--presets", "vanilla", "--tasks", TASK, "--limit", "2"]
+    done = subprocess.run(
+        [*command, "--model-args", "k1=3", "--results", str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 1
+    error = "k1 is not an argument of method=none (it takes no pruning arguments)"
+    assert f"failed runs: vanilla (failed: ValueError: {error})" in done.stderr
+    board = pd.read_csv(sweep_dir(tmp_path) / "leaderboard.csv", keep_default_na=False)
+    assert list(board["status"]) == [f"failed: ValueError: {error}"]
+    assert f"{TASK} exact_match" not in board.columns  # no run of the sweep produced a score
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--limit", "0"], "--limit=0 must be >= 1"),
+        (["--batch-size", "-1"], "--batch-size=-1 must be >= 1"),
+        (["--presets", "vanilla,"], "--presets='vanilla,' must name at least one, without blanks"),
+        (["--presets", "himap_50"], "unknown method preset 'himap_50'"),
+        (["--model", "llava-7b"], "unknown model preset 'llava-7b'"),
+    ],
+)
+def test_bad_sweep_arguments_fail_at_once(tmp_path: Path, arguments: list[str], message: str) -> None:
+    done = subprocess.run([*SWEEP, *arguments, "--results", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_two_processes_answer_and_count_like_one(tiny_llava_dir: Path, tmp_path: Path) -> None:
+    common = [*SWEEP, "--model", str(tiny_llava_dir), "--presets", "himap_ref", "--tasks", TASK, "--cpu"]
+    common += ["--model-args", "dtype=float64", "--limit", str(LIMIT), "--batch-size", "2"]  # float64: no near-ties
     single, double = tmp_path / "one", tmp_path / "two"
-    subprocess.run([str(BIN / "lmms-eval"), "eval", *common, "--output_path", str(single)], cwd=REPO, check=True)
-    launcher = [str(BIN / "accelerate"), "launch", "--cpu", "--num_processes=2", "-m", "lmms_eval"]
-    subprocess.run([*launcher, *common, "--output_path", str(double)], cwd=REPO, check=True, timeout=900)
-    assert answers(double) == answers(single)
-    assert len(answers(single)) == LIMIT
-    one, two = result_file(single), result_file(double)
+    subprocess.run([*common, "--results", str(single)], check=True, timeout=900, capture_output=True)
+    subprocess.run([*common, "--num-processes", "2", "--results", str(double)], check=True, timeout=900)
+    one_dir, two_dir = sweep_dir(single) / "himap_ref", sweep_dir(double) / "himap_ref"
+    assert sorted(path.name for path in two_dir.glob("costs*.jsonl")) == ["costs.rank0.jsonl", "costs.rank1.jsonl"]
+    assert all(path.read_text() for path in two_dir.glob("costs*.jsonl"))  # both ranks really ran examples
+    assert answers(two_dir) == answers(one_dir) and len(answers(one_dir)) == LIMIT
+    one, two = result_file(one_dir), result_file(two_dir)
     assert two["results"][TASK] == one["results"][TASK]
     assert two["throughput"][f"avg_flops_ratio:{TASK}"] == pytest.approx(one["throughput"][f"avg_flops_ratio:{TASK}"])
+    assert two["throughput"]["total_gen_tokens"] == one["throughput"]["total_gen_tokens"]
+    records = cost_records(two_dir)
+    assert len(records) == LIMIT
+    assert two["throughput"]["avg_latency"] == pytest.approx(sum(r["latency_s"] for r in records) / LIMIT)
+    assert json.loads((sweep_dir(double) / "sweep.json").read_text())["device"] == "cpu x2"

@@ -1,20 +1,20 @@
-"""The leaderboard export, fed with result files in lmms-eval 0.7.3's own layout.
+"""The leaderboard, fed with sweep manifests and result files in lmms-eval 0.7.3's own layout.
 
 Hand-built files copy what ``EvaluationTracker.save_results_aggregated`` writes
 (``<output_path>/<model_name_sanitized>/<YYYYMMDD_HHMMSS>_results.json`` holding ``results``, ``configs``,
 ``config``, ``date``, ``throughput``, the tracker's own fields...); one test runs lmms-eval itself with a
-stub model to write the files, so the schema cannot drift from the real one unnoticed.
+stub model to write the files, so the schema cannot drift from the real one unnoticed. Manifests are
+written by the sweep's own code where it matters (``tests/test_cli_end_to_end.py`` runs real sweeps).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from himap_lmms import leaderboard as lb
@@ -31,6 +31,8 @@ def results_payload(
     throughput: dict[str, float] | None = None,
     date: str = "20251124_101500",
     model: str = "himap_llava",
+    limit: int | None = None,
+    n: int = 2017,
 ) -> dict[str, Any]:
     """A results JSON as lmms-eval 0.7.3 writes it (evaluator.simple_evaluate + EvaluationTracker)."""
     results = {
@@ -53,7 +55,7 @@ def results_payload(
         "versions": {task: 1.0 for task in scores},
         "n-shot": {task: 0 for task in scores},
         "higher_is_better": {task: {"exact_match": True} for task in scores},
-        "n-samples": {task: {"original": 2017, "effective": 2017} for task in scores},
+        "n-samples": {task: {"original": 2017, "effective": n} for task in scores},
         "config": {
             "model": model,
             "model_args": model_args,
@@ -62,7 +64,7 @@ def results_payload(
             "batch_sizes": [],
             "device": "cuda:0",
             "use_cache": None,
-            "limit": None,
+            "limit": limit,
             "offset": 0,
             "bootstrap_iters": 100000,
             "process_docs_parallel": 4,
@@ -119,13 +121,44 @@ def write_results(root: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def board_for(root: Path, newest_only: bool = False) -> lb.Leaderboard:
-    runs = [run for path in lb.find_result_files([root]) if (run := lb.load_run(path))]
-    return lb.build_leaderboard(runs, newest_only=newest_only)
+def write_sweep(root: Path, sweep_id: str, runs: dict[str, dict[str, Any] | str], limit: int | None = None) -> Path:
+    """A sweep folder as ``himap_lmms.sweep`` lays it out: preset -> results payload, or a failure status."""
+    sweep = root / sweep_id
+    entries = []
+    for preset, outcome in runs.items():
+        if isinstance(outcome, str):
+            entries.append({"preset": preset, "model_args": VANILLA_ARGS, "status": outcome, "results": None})
+            continue
+        path = write_results(sweep / preset, outcome)
+        entries.append(
+            {
+                "preset": preset,
+                "model_args": outcome["config"]["model_args"],
+                "status": "ok",
+                "results": str(path.relative_to(sweep)),
+            }
+        )
+    manifest = {
+        "sweep_id": sweep_id,
+        "started": "2025-11-24T02:00:00+00:00",
+        "backend": "himap_llava",
+        "batch_size": 1,
+        "limit": limit,
+        "device": "cpu",
+        "torch_threads": 2,
+        "runs": entries,
+    }
+    (sweep / lb.SWEEP_MANIFEST).parent.mkdir(parents=True, exist_ok=True)
+    (sweep / lb.SWEEP_MANIFEST).write_text(json.dumps(manifest))
+    return sweep
 
 
-def row_of(board: lb.Leaderboard, method: str) -> dict[str, Any]:
-    (row,) = [row for row in board.rows if row["method"] == method]
+def board_for(*roots: Path) -> pd.DataFrame:
+    return lb.build_leaderboard(lb.collect_runs(roots))
+
+
+def row_of(board: pd.DataFrame, method: str) -> dict[str, Any]:
+    (row,) = board[board["method"] == method].to_dict(orient="records")
     return row
 
 
@@ -134,56 +167,115 @@ def read_markdown(path: Path) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines if line.strip()]
 
 
+def is_empty(value: Any) -> bool:
+    return value is None or pd.isna(value)
+
+
 # ----------------------------------------------------------------------------------------------------------
 
 
 def test_cells_equal_the_source_numbers(tmp_path: Path) -> None:
-    write_results(tmp_path, results_payload(VANILLA_ARGS, {SQA: 0.679}, cost(0.197, 1.0)))
+    vanilla_path = write_results(tmp_path, results_payload(VANILLA_ARGS, {SQA: 0.679}, cost(0.197, 1.0)))
     write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.683}, cost(0.116, 0.24), date="20251124_103000"))
     board = board_for(tmp_path)
-    assert board.benchmarks == [(SQA, "exact_match,none")]
-    vanilla, himap = board.rows  # vanilla first
-    assert (vanilla["method"], himap["method"]) == ("none", "himap")
+    assert list(board["method"]) == ["none", "himap"]  # vanilla first
+    vanilla, himap = board.to_dict(orient="records")
     assert himap["model"] == "llava-v1.5-7b" and himap["backend"] == "himap_llava"
     assert himap["settings"] == "k1=2,keep1=288,k2=8,keep2=72" and vanilla["settings"] == ""
-    assert himap["scores"][SQA] == 0.683 and vanilla["scores"][SQA] == 0.679
-    assert (himap["flops_ratio"], himap["latency_s"]) == (0.24, 0.116)
-    assert (vanilla["flops_ratio"], vanilla["latency_s"]) == (1.0, 0.197)
-    assert himap["run"] == "2025-11-24 02:30:00"  # lmms-eval stamped 10:30 in its UTC+8; the table is in UTC
-    assert board.columns[4] == "run (UTC)"
+    assert himap[f"{SQA} exact_match"] == 0.683 and vanilla[f"{SQA} exact_match"] == 0.679
+    assert (himap["FLOPs ratio"], himap["latency (s/example)"]) == (0.24, 0.116)
+    assert (vanilla["FLOPs ratio"], vanilla["latency (s/example)"]) == (1.0, 0.197)
+    assert himap["run (UTC)"] == "2025-11-24 02:30:00"  # lmms-eval stamped 10:30 in its UTC+8; the table is UTC
+    assert (himap["n"], himap["limit"], himap["batch"], himap["status"]) == (2017, "", "1", "ok")
+    assert vanilla["source"] == str(vanilla_path)
 
 
-def test_speedup_is_vanilla_latency_over_row_latency(tmp_path: Path) -> None:
+def test_runs_outside_a_sweep_get_no_speedup(tmp_path: Path) -> None:
+    """Two separate lmms-eval runs were not measured side by side: their latencies do not compare."""
     write_results(tmp_path, results_payload(VANILLA_ARGS, {SQA: 0.679}, cost(0.197, 1.0)))
     write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.683}, cost(0.116, 0.24), date="20251124_103000"))
+    assert board_for(tmp_path)["speed-up vs none"].isna().all()
+
+
+def test_speedup_is_vanilla_latency_over_row_latency_within_a_sweep(tmp_path: Path) -> None:
+    vanilla = results_payload(VANILLA_ARGS, {SQA: 0.679}, cost(0.197, 1.0))
+    himap = results_payload(HIMAP_ARGS, {SQA: 0.683}, cost(0.116, 0.24), date="20251124_103000")
+    write_sweep(tmp_path, "sweep-a", {"vanilla": vanilla, "himap_ref": himap})
     board = board_for(tmp_path)
-    assert row_of(board, "himap")["speedup"] == pytest.approx(0.197 / 0.116)
-    assert row_of(board, "none")["speedup"] == pytest.approx(1.0)
+    assert row_of(board, "himap")["speed-up vs none"] == pytest.approx(0.197 / 0.116)
+    assert row_of(board, "none")["speed-up vs none"] == pytest.approx(1.0)
+    assert row_of(board, "himap")["sweep"] == "sweep-a"
+    assert (row_of(board, "himap")["device"], row_of(board, "himap")["threads"]) == ("cpu", "2")
+
+
+def test_speedup_never_pairs_runs_of_different_sweeps_or_sizes(tmp_path: Path) -> None:
+    """The demo's old table paired a run with the newest vanilla of any sweep (a vanilla row at 2.19x, and
+    5-question rows beside 400-question ones at 148x): each sweep now pairs only within itself."""
+    write_sweep(tmp_path, "full", {"vanilla": results_payload(VANILLA_ARGS, {SQA: 0.9}, cost(0.2, 1.0), n=400)})
+    smoke = {
+        "vanilla": results_payload(VANILLA_ARGS, {SQA: 1.0}, cost(0.001, 1.0), n=5, limit=5),
+        "himap_ref": results_payload(HIMAP_ARGS, {SQA: 0.8}, cost(0.0008, 0.5), n=5, limit=5),
+    }
+    write_sweep(tmp_path, "smoke", smoke, limit=5)
+    write_sweep(tmp_path, "himap-alone", {"himap_ref": results_payload(HIMAP_ARGS, {SQA: 0.85}, cost(0.1, 0.5))})
+    board = board_for(tmp_path)
+    speedups = {(row["sweep"], row["method"]): row["speed-up vs none"] for row in board.to_dict(orient="records")}
+    assert speedups[("smoke", "himap")] == pytest.approx(0.001 / 0.0008)
+    assert speedups[("full", "none")] == pytest.approx(1.0)
+    assert is_empty(speedups[("himap-alone", "himap")])  # its sweep has no vanilla run
+    limits = {(row["sweep"], row["method"]): (row["n"], row["limit"]) for row in board.to_dict(orient="records")}
+    assert limits[("smoke", "himap")] == (5, "5") and limits[("full", "none")] == (400, "")
+
+
+def test_a_failed_run_is_a_failed_row_and_takes_no_part_in_speedups(tmp_path: Path) -> None:
+    himap = results_payload(HIMAP_ARGS, {SQA: 0.683}, cost(0.116, 0.24))
+    failed = "failed: ValueError: k1 is not an argument of method=none (it takes no pruning arguments)"
+    write_sweep(tmp_path, "s", {"vanilla": failed, "himap_ref": himap})
+    out = tmp_path / "board"
+    assert lb.main([str(tmp_path), "--out", str(out)]) == 0
+    board = pd.read_csv(out / "leaderboard.csv", keep_default_na=False)
+    vanilla = board[board["method"] == "none"].iloc[0]
+    assert vanilla["status"] == failed and vanilla[f"{SQA} exact_match"] == ""
+    assert board[board["method"] == "himap"].iloc[0]["speed-up vs none"] == ""
+    assert failed in (out / "leaderboard.md").read_text()
+
+
+def test_a_reference_table_refuses_smoke_and_failed_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    smoke = write_sweep(tmp_path / "a", "smoke", {"vanilla": results_payload(VANILLA_ARGS, {SQA: 1.0}, limit=5)}, 5)
+    failed = write_sweep(tmp_path / "b", "broken", {"vanilla": "failed: OSError: disk full"})
+    full = write_sweep(tmp_path / "c", "full", {"vanilla": results_payload(VANILLA_ARGS, {SQA: 0.9})})
+    reference = tmp_path / "reference"
+    assert lb.main([str(smoke), "--out", str(reference), "--reference"]) == 1
+    assert "ran with --limit 5" in capsys.readouterr().err
+    assert lb.main([str(failed), "--out", str(reference), "--reference"]) == 1
+    assert "failed: OSError: disk full" in capsys.readouterr().err
+    assert not reference.exists()
+    assert lb.main([str(full), "--out", str(reference), "--reference"]) == 0
+    assert (reference / "leaderboard.md").is_file()
 
 
 def test_per_task_cost_keys_win_over_the_run_wide_ones(tmp_path: Path) -> None:
     both = {**cost(0.5, 0.9, tasks=()), f"avg_latency_s:{SQA}": 0.2, f"avg_flops_ratio:{SQA}": 0.3}
     write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.7, MME: 0.6}, both))
-    (row,) = board_for(tmp_path).rows
-    assert row["per_task"][SQA] == {"flops_ratio": 0.3, "latency_s": 0.2}
-    assert row["per_task"][MME] == {"flops_ratio": 0.9, "latency_s": 0.5}  # no per-task key: run-wide value
-    assert row["latency_s"] == pytest.approx((0.2 + 0.5) / 2)
-    assert row["flops_ratio"] == pytest.approx((0.3 + 0.9) / 2)
+    (run,) = lb.collect_runs([tmp_path])
+    assert lb.task_cost(run, SQA) == (0.3, 0.2)
+    assert lb.task_cost(run, MME) == (0.9, 0.5)  # no per-task key: the run-wide value
+    (row,) = board_for(tmp_path).to_dict(orient="records")
+    assert row["latency (s/example)"] == pytest.approx((0.2 + 0.5) / 2)
+    assert row["FLOPs ratio"] == pytest.approx((0.3 + 0.9) / 2)
 
 
 def test_a_run_without_a_benchmark_gets_an_empty_cell(tmp_path: Path) -> None:
-    write_results(tmp_path, results_payload(VANILLA_ARGS, {SQA: 0.679, MME: 0.75}, cost(0.2, 1.0, (SQA, MME))))
-    write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.683}, cost(0.1, 0.3), date="20251124_103000"))
+    vanilla = results_payload(VANILLA_ARGS, {SQA: 0.679, MME: 0.75}, cost(0.2, 1.0, (SQA, MME)))
+    write_sweep(tmp_path, "s", {"vanilla": vanilla, "himap": results_payload(HIMAP_ARGS, {SQA: 0.683}, cost(0.1, 0.3))})
     out = tmp_path / "board"
     assert lb.main([str(tmp_path), "--out", str(out)]) == 0
     header, _, vanilla_md, himap_md = read_markdown(out / "leaderboard.md")
-    assert header[5:7] == [f"{MME} exact_match", f"{SQA} exact_match"]
-    assert himap_md[5] == "" and vanilla_md[5] == "0.7500"
-    rows = list(csv.reader(io.StringIO((out / "leaderboard.csv").read_text())))
-    assert rows[2][5] == ""
-    assert json.loads((out / "leaderboard.json").read_text())["rows"][1]["scores"][MME] is None
-    # The speed-up compares like with like: vanilla's latency on the row's own benchmark.
-    assert json.loads((out / "leaderboard.json").read_text())["rows"][1]["speedup"] == pytest.approx(2.0)
+    mme = header.index(f"{MME} exact_match")
+    assert header[mme + 1] == f"{SQA} exact_match"
+    assert himap_md[mme] == "" and vanilla_md[mme] == "0.7500"
+    # The vanilla run covers other benchmarks than the row: their latencies are not over the same documents.
+    assert himap_md[header.index("speed-up vs none")] == ""
 
 
 def test_malformed_and_foreign_json_are_skipped_with_a_warning(
@@ -201,89 +293,87 @@ def test_malformed_and_foreign_json_are_skipped_with_a_warning(
     no_config.write_text(json.dumps({"results": {SQA: {"exact_match,none": 0.5}}}))
     with caplog.at_level(logging.WARNING, logger="himap_lmms.leaderboard"):
         board = board_for(tmp_path)
-    assert [row["source"] for row in board.rows] == [str(good)]
+    assert list(board["source"]) == [str(good)]
     for bad in (broken, foreign, listed, no_config):
         assert any(str(bad) in message for message in caplog.messages), bad
 
 
-def test_two_runs_of_one_row_are_both_kept_and_labelled_by_time(tmp_path: Path) -> None:
-    write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.680}, cost(0.12, 0.24), date="20251124_101500"))
-    write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.683}, cost(0.11, 0.24), date="20251125_090000"))
-    board = board_for(tmp_path)
-    assert [(row["run"], row["scores"][SQA]) for row in board.rows] == [
-        ("2025-11-24 02:15:00", 0.680),
-        ("2025-11-25 01:00:00", 0.683),
-    ]
-    (newest,) = board_for(tmp_path, newest_only=True).rows
-    assert (newest["run"], newest["scores"][SQA]) == ("2025-11-25 01:00:00", 0.683)
-
-
-def test_newest_only_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.680}, cost(0.12, 0.24), date="20251124_101500"))
-    write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.683}, cost(0.11, 0.24), date="20251125_090000"))
-    out = tmp_path / "board"
-    assert lb.main([str(tmp_path), "--out", str(out), "--newest-only"]) == 0
-    rows = json.loads((out / "leaderboard.json").read_text())["rows"]
-    assert [row["run"] for row in rows] == ["2025-11-25 01:00:00"]
-    assert capsys.readouterr().out == (out / "leaderboard.md").read_text()
-
-
-def test_markdown_csv_and_json_agree(tmp_path: Path) -> None:
-    write_results(tmp_path, results_payload(VANILLA_ARGS, {SQA: 0.679, MME: 0.7}, cost(0.197, 1.0, (SQA, MME))))
-    write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.683}, cost(0.116, 0.24), date="20251124_103000"))
+def test_markdown_csv_and_json_agree(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     fastv = "pretrained=/models/llava-v1.5-7b,method=fastv,k=2,ratio=0.5"
-    write_results(tmp_path, results_payload(fastv, {SQA: 0.66}, cost(0.13, 0.5), date="20251124_104500"))
+    runs = {
+        "vanilla": results_payload(VANILLA_ARGS, {SQA: 0.679}, cost(0.197, 1.0)),
+        "himap": results_payload(HIMAP_ARGS, {SQA: 0.683}, cost(0.116, 0.24), date="20251124_103000"),
+        "fastv": results_payload(fastv, {SQA: 0.66}, cost(0.13, 0.5), date="20251124_104500"),
+        "broken": "failed: RuntimeError: out of memory",
+    }
+    write_sweep(tmp_path, "s", runs)
     out = tmp_path / "board"
     assert lb.main([str(tmp_path), "--out", str(out)]) == 0
+    assert capsys.readouterr().out == (out / "leaderboard.md").read_text()
     markdown = read_markdown(out / "leaderboard.md")
-    table = list(csv.reader(io.StringIO((out / "leaderboard.csv").read_text())))
-    payload = json.loads((out / "leaderboard.json").read_text())
-    assert markdown[0] == table[0] == payload["columns"]
-    assert len(markdown) - 2 == len(table) - 1 == len(payload["rows"]) == 3
-    for md_row, csv_row, json_row in zip(markdown[2:], table[1:], payload["rows"]):
-        assert md_row[:5] == csv_row[:5] == [json_row[name] for name in lb.FIXED_COLUMNS]
-        numbers = [json_row["scores"][task] for task, _ in payload_benchmarks(payload)]
-        numbers += [json_row["flops_ratio"], json_row["latency_s"], json_row["speedup"]]
-        for column, md_cell, csv_cell, value in zip(payload["columns"][5:], md_row[5:], csv_row[5:], numbers):
-            if value is None:
-                assert md_cell == csv_cell == ""
+    table = pd.read_csv(out / "leaderboard.csv", keep_default_na=False, dtype=str)
+    records = json.loads((out / "leaderboard.json").read_text())
+    assert markdown[0] == list(table.columns.drop("source")) and list(records[0]) == list(table.columns)
+    assert len(markdown) - 2 == len(table) == len(records) == 4
+    for md_row, (_, csv_row), record in zip(markdown[2:], table.iterrows(), records):
+        for column, md_cell in zip(markdown[0], md_row):
+            value = record[column]
+            if value is None or value == "":
+                assert md_cell == csv_row[column] == ""
+            elif isinstance(value, float):
+                assert float(csv_row[column]) == value
+                assert md_cell == f"{value:.{2 if column == 'speed-up vs none' else 4}f}"
             else:
-                assert float(csv_cell) == value
-                assert md_cell == lb.format_markdown_cell(value, column)
-
-
-def payload_benchmarks(payload: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(entry["task"], entry["metric"]) for entry in payload["benchmarks"]]
+                assert md_cell == csv_row[column] == str(value)
 
 
 def test_model_args_as_dict_or_string_name_the_same_row(tmp_path: Path) -> None:
     as_dict = {"pretrained": "/models/llava-v1.5-7b", "method": "himap", "k1": 2, "keep1": 288, "k2": 8, "keep2": 72}
     write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.68}, cost(0.1, 0.24), date="20251124_101500"))
     write_results(tmp_path, results_payload(as_dict, {SQA: 0.69}, cost(0.1, 0.24), date="20251124_111500"))
-    assert len(board_for(tmp_path, newest_only=True).rows) == 1
+    assert len(set(board_for(tmp_path)["settings"])) == 1
 
 
-def test_settings_order_and_output_paths_do_not_split_rows(tmp_path: Path) -> None:
-    reordered = "keep2=72,method=himap,pretrained=/models/llava-v1.5-7b,k2=8,keep1=288,k1=2,cost_log=/tmp/c.jsonl"
-    write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.68}, cost(0.1, 0.24), date="20251124_101500"))
-    write_results(tmp_path, results_payload(reordered, {SQA: 0.69}, cost(0.1, 0.24), date="20251124_111500"))
-    assert len(board_for(tmp_path, newest_only=True).rows) == 1
+def test_settings_order_and_output_paths_do_not_split_the_vanilla_pairing(tmp_path: Path) -> None:
+    reordered = "method=none,cost_log=/tmp/c.jsonl,pretrained=/models/llava-v1.5-7b,dtype=float16"
+    himap = HIMAP_ARGS + ",dtype=float16,cost_log=/tmp/d.jsonl"
+    runs = {
+        "vanilla": results_payload(reordered, {SQA: 0.68}, cost(0.2, 1.0)),
+        "himap": results_payload(himap, {SQA: 0.68}, cost(0.1, 0.24)),
+    }
+    write_sweep(tmp_path, "s", runs)
+    assert row_of(board_for(tmp_path), "himap")["speed-up vs none"] == pytest.approx(2.0)
+    assert "cost_log" not in row_of(board_for(tmp_path), "himap")["settings"]
 
 
 def test_vanilla_reference_needs_the_same_non_pruning_settings(tmp_path: Path) -> None:
-    write_results(tmp_path, results_payload(VANILLA_ARGS + ",dtype=float16", {SQA: 0.68}, cost(0.2, 1.0)))
-    other_dtype = HIMAP_ARGS + ",dtype=float32"
-    write_results(tmp_path, results_payload(other_dtype, {SQA: 0.68}, cost(0.1, 0.24), date="20251124_103000"))
-    assert row_of(board_for(tmp_path), "himap")["speedup"] is None
-    write_results(tmp_path, results_payload(VANILLA_ARGS + ",dtype=float32", {SQA: 0.68}, cost(0.3, 1.0)))
-    assert row_of(board_for(tmp_path), "himap")["speedup"] == pytest.approx(3.0)
+    runs = {
+        "vanilla16": results_payload(VANILLA_ARGS + ",dtype=float16", {SQA: 0.68}, cost(0.2, 1.0)),
+        "himap32": results_payload(HIMAP_ARGS + ",dtype=float32", {SQA: 0.68}, cost(0.1, 0.24)),
+    }
+    write_sweep(tmp_path / "a", "s", runs)
+    assert is_empty(row_of(board_for(tmp_path / "a"), "himap")["speed-up vs none"])
+    runs["vanilla32"] = results_payload(VANILLA_ARGS + ",dtype=float32", {SQA: 0.68}, cost(0.3, 1.0))
+    write_sweep(tmp_path / "b", "s", runs)
+    assert row_of(board_for(tmp_path / "b"), "himap")["speed-up vs none"] == pytest.approx(3.0)
+
+
+def test_a_random_run_finds_its_vanilla_reference(tmp_path: Path) -> None:
+    """``seed`` is a pruning argument (of method=random) like any other: it must not split the pairing."""
+    random = "pretrained=/models/llava-v1.5-7b,method=random,k1=2,ratio1=0.5,k2=8,ratio2=0.125,seed=0"
+    runs = {
+        "vanilla": results_payload(VANILLA_ARGS, {SQA: 0.68}, cost(0.2, 1.0)),
+        "random": results_payload(random, {SQA: 0.6}, cost(0.1, 0.3)),
+    }
+    write_sweep(tmp_path, "s", runs)
+    assert row_of(board_for(tmp_path), "random")["speed-up vs none"] == pytest.approx(2.0)
 
 
 def test_a_run_without_method_is_vanilla_and_without_cost_has_empty_cost_cells(tmp_path: Path) -> None:
     write_results(tmp_path, results_payload("pretrained=liuhaotian/llava-v1.5-7b", {SQA: 0.679}, model="llava"))
-    (row,) = board_for(tmp_path).rows
+    (row,) = board_for(tmp_path).to_dict(orient="records")
     assert (row["model"], row["method"], row["backend"]) == ("liuhaotian/llava-v1.5-7b", "none", "llava")
-    assert row["flops_ratio"] is None and row["latency_s"] is None and row["speedup"] is None
+    assert is_empty(row["FLOPs ratio"]) and is_empty(row["latency (s/example)"])
 
 
 def test_main_metric_rule() -> None:
@@ -300,22 +390,16 @@ def test_model_display_name() -> None:
     assert lb.model_display_name("liuhaotian/llava-v1.5-7b") == "liuhaotian/llava-v1.5-7b"
 
 
-def test_result_file_search(tmp_path: Path) -> None:
-    names = ["m/20251124_101500_results.json", "old/results.json", "old/results_2024-01-01T00-00-00.json"]
-    for name in names:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("{}")
-    (tmp_path / "m" / "20251124_101500_samples_x.jsonl").write_text("")
-    (tmp_path / "leaderboard.json").write_text("{}")
-    explicit = tmp_path / "any_name.json"
-    explicit.write_text("{}")
-    found = lb.find_result_files([tmp_path, explicit, tmp_path / "old" / "results.json"])
-    assert sorted(path.relative_to(tmp_path).as_posix() for path in found) == sorted([*names, "any_name.json"])
+def test_results_files_inside_a_sweep_are_read_once_through_it(tmp_path: Path) -> None:
+    write_sweep(tmp_path, "s", {"vanilla": results_payload(VANILLA_ARGS, {SQA: 0.679}, cost(0.2, 1.0))})
+    write_results(tmp_path / "loose", results_payload(HIMAP_ARGS, {SQA: 0.6}, cost(0.1, 0.3)))
+    board = board_for(tmp_path, tmp_path / "s" / lb.SWEEP_MANIFEST)
+    assert sorted(zip(board["method"], board["sweep"])) == [("himap", ""), ("none", "s")]
 
 
 def test_nothing_found_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert lb.main([str(tmp_path), "--out", str(tmp_path / "board")]) == 1
-    assert "no lmms-eval results found" in capsys.readouterr().err
+    assert "no lmms-eval results or sweeps found" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -424,9 +508,8 @@ def test_reads_files_that_lmms_eval_writes(tmp_path: Path, monkeypatch: pytest.M
     files = sorted(out.rglob("*_results.json"))
     assert [path.name for path in files] == ["20251124_101500_results.json", "20251124_103000_results.json"]
     board = lb.build_leaderboard([lb.load_run(path) for path in files])
-    assert board.benchmarks == [("tiny_qa", "exact_match,none")]
     vanilla, himap = row_of(board, "none"), row_of(board, "himap")
-    assert (vanilla["scores"]["tiny_qa"], himap["scores"]["tiny_qa"]) == (1.0, 0.5)
-    assert himap["flops_ratio"] == pytest.approx(0.3) and himap["latency_s"] == pytest.approx(0.08)
-    assert himap["speedup"] == pytest.approx(0.2 / 0.08)
+    assert (vanilla["tiny_qa exact_match"], himap["tiny_qa exact_match"]) == (1.0, 0.5)
+    assert himap["FLOPs ratio"] == pytest.approx(0.3) and himap["latency (s/example)"] == pytest.approx(0.08)
+    assert (himap["n"], himap["limit"]) == (2, "")
     assert himap["model"] == "llava-v1.5-7b" and himap["settings"] == "k1=2,keep1=288,k2=8,keep2=72"

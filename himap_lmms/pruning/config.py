@@ -208,9 +208,13 @@ def _coerce(name: str, value: Any) -> Any:
     return parse_float(name, value) if name.startswith("ratio") else parse_int(name, value)
 
 
+# Every model_arg that says how to prune: ``method`` and each method's knobs. The leaderboard compares a pruned
+# run with the vanilla run whose other model_args are the same, so it reads this list too.
+PRUNING_ARGUMENTS = frozenset({"method"} | {name for method_args in _METHOD_ARGS.values() for name in method_args})
+
+
 def split_pruning_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Separate pruning arguments (method and every method's knobs) from the rest of model_args."""
-    names = {"method"} | {name for method_args in _METHOD_ARGS.values() for name in method_args}
-    pruning = {k: v for k, v in args.items() if k in names}
-    rest = {k: v for k, v in args.items() if k not in names}
+    pruning = {k: v for k, v in args.items() if k in PRUNING_ARGUMENTS}
+    rest = {k: v for k, v in args.items() if k not in PRUNING_ARGUMENTS}
     return pruning, rest

@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 
+from himap_lmms.cost import Convention, PrefillCost, prefill_cost
 from himap_lmms.llava_forward import (
     additive_mask,
     causal_allowed,
@@ -45,6 +46,19 @@ class PrefillStats:
     tokens_per_layer: torch.Tensor
     prompt_tokens: torch.Tensor
     kept: list[list[torch.Tensor]] = field(default_factory=list)
+
+    def costs(self, text_config: PretrainedConfig, convention: Convention = "fastv") -> list[PrefillCost]:
+        """Each sample's prefill cost (:mod:`himap_lmms.cost`) from the token counts its layers really saw."""
+        return [
+            prefill_cost(
+                tokens.tolist(),
+                text_config.hidden_size,
+                text_config.intermediate_size,
+                convention,
+                prompt_tokens=int(prompt),
+            )
+            for tokens, prompt in zip(self.tokens_per_layer, self.prompt_tokens)
+        ]
 
 
 @dataclass
