@@ -284,6 +284,7 @@ def accuracy(
 
 
 def describe(scores: dict[str, float]) -> str:
+    """One log line of accuracies: ``"all 0.910, colour_at 0.988, ..."``."""
     return ", ".join(f"{group} {score:.3f}" for group, score in scores.items())
 
 
