@@ -44,7 +44,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=output_directory, default="results/probes/disruption_sweep")
     args = parser.parse_args(argv)
 
-    num_layers = AutoConfig.from_pretrained(args.model).get_text_config().num_hidden_layers
+    try:
+        num_layers = AutoConfig.from_pretrained(args.model).get_text_config().num_hidden_layers
+    except OSError as error:  # no config.json, or an unreadable one
+        parser.error(f"--model {str(args.model)!r} is not a transformers checkpoint: {error}")
     flows = [flow.strip() for flow in args.flows.split(",") if flow.strip()]
     try:
         start_layers = parse_layers(args.start_layers, num_layers)

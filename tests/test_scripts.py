@@ -115,6 +115,11 @@ def test_disruption_sweep_refuses_bad_arguments(no_model_loads, capsys, tmp_path
     assert message in refused(capsys, "disruption_sweep", argv)
 
 
+def test_disruption_sweep_refuses_a_directory_without_a_checkpoint(no_model_loads, capsys, tmp_path) -> None:
+    argv = ["--model", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert f"--model {str(tmp_path)!r} is not a transformers checkpoint" in refused(capsys, "disruption_sweep", argv)
+
+
 def test_disruption_sweep_refuses_an_empty_dataset(no_model_loads, capsys, tmp_path, empty_data) -> None:
     argv = ["--model", str(TESTBED_PATH), "--data", str(empty_data), "--out", str(tmp_path)]
     assert "has no rows: there is nothing to evaluate" in refused(capsys, "disruption_sweep", argv)
