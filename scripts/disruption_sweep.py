@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         num_layers = AutoConfig.from_pretrained(args.model).get_text_config().num_hidden_layers
-    except OSError as error:  # no config.json, or an unreadable one
+    except (OSError, ValueError) as error:  # no config.json, or one transformers cannot read
         parser.error(f"--model {str(args.model)!r} is not a transformers checkpoint: {error}")
     flows = [flow.strip() for flow in args.flows.split(",") if flow.strip()]
     try:
