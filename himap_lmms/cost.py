@@ -1,6 +1,6 @@
 """Prefill FLOPs of a decoder whose sequence shrinks from layer to layer.
 
-Per layer with ``n`` tokens, hidden size ``d`` and FFN width ``m`` (HIMAP.md, "Cost accounting"):
+Per layer with ``n`` tokens, hidden size ``d`` and FFN width ``m`` (``docs/method.md``, "Cost accounting"):
 
 - ``fastv`` convention, used by FastV and the papers that follow it: ``4nd^2 + 2n^2d + 2ndm``;
 - ``swiglu``, what a LLaMA layer really computes with its three FFN matrices: ``4nd^2 + 2n^2d + 3ndm``.

@@ -7,7 +7,7 @@ SYSTEM_PROMPT = (
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 
-# "<s><system> USER: <content> ASSISTANT:" with string message contents, as in HIMAP.md's reference prompt.
+# "<s><system> USER: <content> ASSISTANT:" with string message contents, as in the paper's prompt (docs/method.md).
 VICUNA_CHAT_TEMPLATE = (
     "{{ bos_token }}" + SYSTEM_PROMPT + "{% for message in messages %}"
     "{% if message['role'] == 'user' %} USER: {{ message['content'] }}"

@@ -37,6 +37,7 @@ import re
 import string
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageFile
@@ -287,3 +288,35 @@ def process_docs(dataset: Any) -> Any:
     for index, (row, question) in enumerate(zip(raw_images, dataset["question"])):
         check_image(row["image"], doc_label({"question": question}, index))
     return dataset
+
+
+def load_local_split(path: str | os.PathLike, config: str = "ScienceQA-IMG", split: str = "test") -> Any:
+    """One split of a local ScienceQA-IMG-schema directory (parquet files, as the hub release lays them out), read
+    as the local tasks read it, checked by :func:`process_docs`.
+
+    The files are named explicitly (``{config}/{split}-*``), as the tasks' YAMLs do: datasets 5.2 keys its cache
+    of a local directory on the README's configs only, so data rewritten under the same directory would
+    otherwise come back from the cache of the old copy; explicit data files put their modification times into
+    the key. A missing directory, no matching files, a file that is not parquet or a split without rows is a
+    ``ValueError`` naming it, raised before anything is loaded.
+    """
+    import pyarrow
+    import pyarrow.parquet
+    from datasets import load_dataset
+
+    root = os.fspath(path)
+    if not os.path.isdir(root):
+        raise ValueError(f"data directory {root!r} does not exist (expected a local ScienceQA-IMG-schema copy)")
+    pattern = f"{config}/{split}-*"
+    files = sorted(Path(root, config).glob(f"{split}-*"))
+    if not files:
+        raise ValueError(f"data directory {root!r} has no files {pattern!r} (config {config!r}, split {split!r})")
+    rows = 0
+    for file in files:
+        try:
+            rows += pyarrow.parquet.read_metadata(file).num_rows
+        except pyarrow.ArrowInvalid as error:
+            raise ValueError(f"data file {str(file)!r} is not a parquet file: {error}") from error
+    if rows == 0:
+        raise ValueError(f"split {split!r} of config {config!r} in {root!r} has no rows: there is nothing to evaluate")
+    return process_docs(load_dataset(root, config, split=split, data_files={split: pattern}))

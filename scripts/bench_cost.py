@@ -28,7 +28,7 @@ decoder layer with the pruning in between + final norm and lm_head at the last p
 synchronised). With a one-token answer (ScienceQA's letters) that is the whole end-to-end time of an example.
 *total* adds ``--new-tokens - 1`` cached decoding steps.
 
-FLOPs, and why the formula and the count agree. The formula (``himap_lmms.cost``, HIMAP.md "Cost accounting") is
+FLOPs, and why the formula and the count agree. The formula (``himap_lmms.cost``, docs/method.md "Cost accounting") is
 per layer ``4nd^2 + 2n^2d + 2ndm`` (FastV's convention) or ``+ 3ndm`` (a LLaMA SwiGLU FFN's three matrices). It
 counts multiply-accumulates of the matrix products of the decoder layers only. The counter counts 2 FLOPs per
 multiply-accumulate of every matrix product and SDPA call (on CUDA torch knows the flash / efficient / cuDNN SDPA

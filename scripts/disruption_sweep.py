@@ -1,181 +1,76 @@
 """Attention-disruption sweep: accuracy and agreement when each flow is cut from each start layer.
 
-Runs HIMAP.md's probe 2 in-process (no lmms-eval) on a LLaVA checkpoint and a local ScienceQA-IMG-schema
-dataset directory, with the paper's prompt (:mod:`himap_lmms.scienceqa`, as the task asks it) and the vicuna chat
-template the ``himap_llava`` adapter uses. Each example is encoded and answered undisturbed once;
-every (flow, start layer) setting then reruns only the disrupted generation.
-
     .venv/bin/python scripts/disruption_sweep.py --model path/to/llava --data data/scienceqa_img_synth \\
         --flows img2txt,img2img,img2rnd --start-layers 0:32:2 --limit 200 --out results/probes/sweep
 
 Writes ``disruption_sweep.csv``, ``disruption_sweep.md`` (the same table) and ``disruption_heatmap.png``
-(accuracy drop in points, flow x start layer) into ``--out``.
+(accuracy drop in points, flow x start layer) into ``--out``; what is measured: :mod:`himap_lmms.probes.sweep`.
+Every argument, the checkpoint's layer count and the data are checked before the model loads.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 import torch
-from tqdm import tqdm
-from transformers import AutoProcessor, LlavaForConditionalGeneration, PreTrainedModel
+from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
 
-from himap_lmms import scienceqa
-from himap_lmms.probes.disruption import FLOWS, Disruption, disrupted_generate, top5_jaccard
-from himap_lmms.probes.plots import plot_disruption_heatmap
-from himap_lmms.probes.report import label_consistent
-from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
+from himap_lmms.cli import existing_directory, integer_at_least, output_directory
+from himap_lmms.probes.disruption import FLOWS
+from himap_lmms.probes.sweep import parse_layers, plan_sweep, run_sweep, write_outputs
+from himap_lmms.scienceqa import load_local_split
+from himap_lmms.testbed import DATA_PATH
 
-
-@dataclass
-class SweepRow:
-    """Means over the examples for one (flow, window) setting; accuracies are fractions."""
-
-    flow: str
-    start_layer: int
-    end_layer: int
-    num_examples: int
-    accuracy: float
-    undisturbed_accuracy: float
-    accuracy_drop: float
-    label_consistency: float
-    top5_jaccard: float
-
-
-def encode(processor: Any, doc: Mapping[str, Any], model: PreTrainedModel) -> dict:
-    """One doc as the adapter encodes it: paper prompt, ``<image>`` first, vicuna template, batch of one."""
-    images = scienceqa.doc_to_visual(doc)
-    prompt = chat_prompt(processor.tokenizer, scienceqa.doc_to_text(doc), len(images), VICUNA_CHAT_TEMPLATE)
-    inputs = processor(images=images, text=[prompt], return_tensors="pt", add_special_tokens=False)
-    return dict(inputs.to(model.device, model.dtype))
-
-
-def run_sweep(
-    model: PreTrainedModel,
-    processor: Any,
-    docs: Sequence[Mapping[str, Any]],
-    flows: Sequence[str],
-    start_layers: Sequence[int],
-    end_layer: int | None = None,
-    seed: int = 0,
-    max_new_tokens: int = 8,
-    progress: bool = True,
-) -> list[SweepRow]:
-    """Score every (flow, start layer) setting on ``docs``; settings are validated before any model call."""
-    tokenizer = processor.tokenizer
-    num_layers = len(model.model.language_model.layers)
-    settings = [Disruption(flow, start, end_layer, seed) for flow in flows for start in start_layers]
-    windows = [setting.window(num_layers) for setting in settings]
-    totals = [dict.fromkeys(("accuracy", "undisturbed", "consistency", "jaccard"), 0.0) for _ in settings]
-    bar = tqdm(total=len(docs) * len(settings), desc="disruption sweep", disable=not progress)
-    for doc in docs:
-        gold = scienceqa.doc_to_target(doc)
-        inputs = encode(processor, doc, model)
-        undisturbed = disrupted_generate(model, inputs, None, max_new_tokens, tokenizer.eos_token_id)
-        undisturbed_correct = scienceqa.is_correct(
-            tokenizer.decode(undisturbed.token_ids, skip_special_tokens=True), gold
-        )
-        for setting, total in zip(settings, totals):
-            disrupted = disrupted_generate(model, inputs, setting, max_new_tokens, tokenizer.eos_token_id)
-            text = tokenizer.decode(disrupted.token_ids, skip_special_tokens=True)
-            total["accuracy"] += scienceqa.is_correct(text, gold)
-            total["undisturbed"] += undisturbed_correct
-            total["consistency"] += label_consistent(text, gold)
-            total["jaccard"] += top5_jaccard(disrupted.top5, undisturbed.top5)
-            bar.update(1)
-    bar.close()
-    count = max(len(docs), 1)
-    return [
-        SweepRow(
-            flow=setting.flow,
-            start_layer=window.start,
-            end_layer=window.stop - 1,
-            num_examples=len(docs),
-            accuracy=total["accuracy"] / count,
-            undisturbed_accuracy=total["undisturbed"] / count,
-            accuracy_drop=(total["undisturbed"] - total["accuracy"]) / count,
-            label_consistency=total["consistency"] / count,
-            top5_jaccard=total["jaccard"] / count,
-        )
-        for setting, window, total in zip(settings, windows, totals)
-    ]
-
-
-def write_outputs(rows: Sequence[SweepRow], out_dir: str | Path) -> dict[str, Path]:
-    """The table as CSV and Markdown, and the accuracy-drop heat map (in points)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "csv": out_dir / "disruption_sweep.csv",
-        "markdown": out_dir / "disruption_sweep.md",
-        "heatmap": out_dir / "disruption_heatmap.png",
-    }
-    names = [field.name for field in fields(SweepRow)]
-    with paths["csv"].open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=names)
-        writer.writeheader()
-        writer.writerows(asdict(row) for row in rows)
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    for row in rows:
-        cells = [f"{value:.4f}" if isinstance(value, float) else str(value) for value in asdict(row).values()]
-        lines.append("| " + " | ".join(cells) + " |")
-    paths["markdown"].write_text("\n".join(lines) + "\n")
-    drops: dict[str, dict[int, float]] = {}
-    for row in rows:
-        drops.setdefault(row.flow, {})[row.start_layer] = 100.0 * row.accuracy_drop
-    plot_disruption_heatmap(drops, paths["heatmap"])
-    return paths
-
-
-def parse_layers(spec: str, num_layers: int) -> list[int]:
-    """``"all"``, ``"0,4,8"`` or a Python-style range ``"start:stop[:step]"``."""
-    if spec == "all":
-        return list(range(num_layers))
-    if ":" in spec:
-        return list(range(*(int(part) for part in spec.split(":"))))
-    return [int(part) for part in spec.split(",") if part.strip()]
+DTYPES = ("auto", "float16", "bfloat16", "float32")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="LLaVA checkpoint directory (transformers format)")
-    parser.add_argument("--data", default="data/scienceqa_img_synth", help="ScienceQA-IMG-schema dataset dir")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=existing_directory, required=True, help="LLaVA checkpoint directory")
+    parser.add_argument("--data", type=existing_directory, default=DATA_PATH, help="ScienceQA-IMG-schema dir")
     parser.add_argument("--config", default="ScienceQA-IMG", help="dataset config name")
     parser.add_argument("--split", default="test")
     parser.add_argument("--flows", default=",".join(FLOWS), help=f"comma-separated, from {', '.join(FLOWS)}")
     parser.add_argument("--start-layers", default="all", help='"all", "0,4,8" or "start:stop[:step]"')
     parser.add_argument("--end-layer", type=int, default=None, help="last cut layer (default: the last layer)")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N examples")
+    parser.add_argument("--limit", type=integer_at_least(1), default=None, help="use the first N examples")
     parser.add_argument("--seed", type=int, default=0, help="seed of img2rnd's random rows")
-    parser.add_argument("--max-new-tokens", type=int, default=8)
-    parser.add_argument("--dtype", default="auto", help="auto, float16, bfloat16 or float32")
+    parser.add_argument("--max-new-tokens", type=integer_at_least(1), default=8)
+    parser.add_argument("--dtype", default="auto", choices=DTYPES)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
-    parser.add_argument("--out", default="results/probes/disruption_sweep")
+    parser.add_argument("--out", type=output_directory, default="results/probes/disruption_sweep")
     args = parser.parse_args(argv)
 
-    from datasets import load_dataset
-
-    dataset = scienceqa.process_docs(load_dataset(args.data, args.config, split=args.split))
+    try:
+        num_layers = AutoConfig.from_pretrained(args.model).get_text_config().num_hidden_layers
+    except (OSError, ValueError) as error:  # no config.json, or one transformers cannot read
+        parser.error(f"--model {str(args.model)!r} is not a transformers checkpoint: {error}")
+    flows = [flow.strip() for flow in args.flows.split(",") if flow.strip()]
+    try:
+        start_layers = parse_layers(args.start_layers, num_layers)
+        plan_sweep(flows, start_layers, args.end_layer, args.seed, num_layers)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        dataset = load_local_split(args.data, args.config, args.split)
+    except ValueError as error:
+        parser.error(f"--data: {error}")
     if args.limit is not None:
         dataset = dataset.select(range(min(args.limit, len(dataset))))
+
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     model = LlavaForConditionalGeneration.from_pretrained(args.model, dtype=dtype, attn_implementation=args.attn)
     model = model.to(args.device).eval()
     processor = AutoProcessor.from_pretrained(args.model)
-    num_layers = len(model.model.language_model.layers)
     rows = run_sweep(
         model,
         processor,
         dataset,
-        flows=[flow.strip() for flow in args.flows.split(",") if flow.strip()],
-        start_layers=parse_layers(args.start_layers, num_layers),
+        flows=flows,
+        start_layers=start_layers,
         end_layer=args.end_layer,
         seed=args.seed,
         max_new_tokens=args.max_new_tokens,

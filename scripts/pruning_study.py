@@ -3,195 +3,43 @@
     python scripts/pruning_study.py                   # testbed + shipped held-out split -> results/testbed/
     python scripts/pruning_study.py --limit 100 --saliency-examples 10
 
-Budgets are the share of image tokens kept after the last pruning step (50 %, 25 %, 12.5 %, 6.25 %), the way
-the paper names its settings: FastV keeps it from K=2; HiMAP keeps 4x that at K1=2 and the budget from K2=8 (the
-paper's 50 % / 12.5 % shape); ``random`` is HiMAP's schedule with random ranking; ``input`` keeps evenly spaced
-tokens from the first layer. The schedules then cost differently, so two more rows per budget run at HiMAP's
-*cost*: ``fastv=cost`` and ``input=cost`` keep the ratio that gives them HiMAP's mean share of image tokens over
-the layers (what the prefill FLOPs follow). The table gives every run's layer-mean share and FLOPs ratio, and the
-plot shows accuracy against both the final budget and the layer-mean share.
-Questions are scored with the ScienceQA task's own prompt and exact-match rule.
+What the budgets and methods are: :mod:`himap_lmms.pruning_study`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+from collections.abc import Sequence
 from pathlib import Path
 
-import datasets
-import matplotlib
 import torch
-from PIL import Image
-from tqdm import tqdm
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from himap_lmms.cli import existing_directory, integer_at_least, output_directory
+from himap_lmms.pruning_study import run_study
+from himap_lmms.scienceqa import load_local_split
+from himap_lmms.testbed import DATA_PATH, TESTBED_PATH
 
 REPO = Path(__file__).resolve().parent.parent
-from himap_lmms.cost import prefill_cost  # noqa: E402
-from himap_lmms.probes import answer_token_id, saliency_probe  # noqa: E402
-from himap_lmms.probes.report import write_saliency_report  # noqa: E402
-from himap_lmms.prompting import chat_prompt  # noqa: E402
-from himap_lmms.pruning import PrunedLlava, PruningConfig  # noqa: E402
-from himap_lmms.scienceqa import build_prompt, doc_to_target, is_correct  # noqa: E402
-from himap_lmms.testbed import DATA_PATH, TESTBED_PATH  # noqa: E402
-
-BUDGETS = (0.5, 0.25, 0.125, 0.0625)
-METHODS = ("himap", "random", "fastv", "fastv=cost", "input", "input=cost")
 
 
-def layer_mean_share(config: PruningConfig, num_layers: int) -> float:
-    """Mean over the decoder layers of the share of image tokens a ratio-only schedule lets into each layer."""
-    shares = [1.0] * num_layers
-    for step in config.steps:
-        shares[step.layer :] = [step.ratio] * (num_layers - step.layer)
-    return sum(shares) / num_layers
-
-
-def methods_at(budget: float, num_layers: int) -> dict[str, PruningConfig]:
-    """The configs of one budget; the ``=cost`` ones match HiMAP's layer-mean share of image tokens."""
-    schedule = {"k1": 2, "ratio1": min(1.0, 4 * budget), "k2": 8, "ratio2": budget}
-    himap = PruningConfig.himap(**schedule)
-    share = layer_mean_share(himap, num_layers)
-    # Layers 0 and 1 see every image token under both schedules, so this ratio lies in (0, 1].
-    fastv_ratio = (share * num_layers - 2) / (num_layers - 2)
-    return {
-        "himap": himap,
-        "random": PruningConfig.random(**schedule, seed=0),
-        "fastv": PruningConfig.fastv(k=2, ratio=budget),
-        "fastv=cost": PruningConfig.fastv(k=2, ratio=fastv_ratio),
-        "input": PruningConfig.input(ratio=budget),
-        "input=cost": PruningConfig.input(ratio=share),
-    }
-
-
-def encode(processor, docs: list[dict], blank: bool = False) -> dict[str, torch.Tensor]:
-    prompts = [chat_prompt(processor.tokenizer, build_prompt(d["question"], d["choices"], d["hint"]), 1) for d in docs]
-    images = [Image.new("RGB", d["image"].size, (250, 250, 250)) if blank else d["image"] for d in docs]
-    return dict(processor(images=images, text=prompts, return_tensors="pt", padding=True, add_special_tokens=False))
-
-
-def evaluate(model, processor, docs: list[dict], config: PruningConfig, batch_size: int, blank: bool = False) -> dict:
-    """Accuracy (overall and per question category), mean FLOPs ratio and mean share of image tokens per layer of
-    one config on ``docs``."""
-    engine = PrunedLlava(model, config)
-    text_config = model.config.get_text_config()
-    correct, ratios, image_share = [], [], []
-    by_category: dict[str, list[bool]] = {}
-    for start in range(0, len(docs), batch_size):
-        chunk = docs[start : start + batch_size]
-        inputs = encode(processor, chunk, blank)
-        out = engine.generate(**inputs, max_new_tokens=2, eos_token_id=processor.tokenizer.eos_token_id)
-        texts = processor.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
-        image_tokens = (inputs["input_ids"] == model.config.image_token_id).sum(dim=1)
-        text_tokens = inputs["attention_mask"].sum(dim=1) - image_tokens
-        for doc, text, tokens, prompt, images, other in zip(
-            chunk, texts, out.stats.tokens_per_layer, out.stats.prompt_tokens, image_tokens, text_tokens
-        ):
-            correct.append(is_correct(text, doc_to_target(doc)))
-            by_category.setdefault(doc["category"], []).append(correct[-1])
-            cost = prefill_cost(
-                tokens.tolist(), text_config.hidden_size, text_config.intermediate_size, prompt_tokens=int(prompt)
-            )
-            ratios.append(cost.flops_ratio)
-            image_share.append(float((tokens - other).float().mean() / images))
-    n = len(docs)
-    return {
-        "accuracy": sum(correct) / n,
-        "by_category": {category: sum(hits) / len(hits) for category, hits in sorted(by_category.items())},
-        "flops_ratio": sum(ratios) / n,
-        "image_tokens_kept": sum(image_share) / n,
-    }
-
-
-def plot(rows: list[dict], vanilla: float, path: Path) -> None:
-    """Accuracy against the final budget (left) and against the layer-mean share of image tokens (right)."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=120, sharey=True)
-    for method in METHODS:
-        points = sorted((r["budget"], r["image_tokens_kept"], r["accuracy"]) for r in rows if r["method"] == method)
-        style = {"marker": "o", "linestyle": "--" if method.endswith("=cost") else "-", "label": method}
-        axes[0].plot([100 * b for b, _, _ in points], [100 * a for _, _, a in points], **style)
-        axes[1].plot([100 * k for _, k, _ in points], [100 * a for _, _, a in points], **style)
-    for axis in axes:
-        axis.axhline(100 * vanilla, color="black", linestyle=":", label="vanilla")
-        axis.set_xscale("log", base=2)
-    axes[0].set_xticks([100 * b for b in BUDGETS], [f"{100 * b:g}" for b in BUDGETS])
-    axes[0].set_xlabel("image tokens kept after the last step (%)")
-    axes[1].set_xlabel("image tokens kept, mean over layers (%) ~ cost")
-    axes[0].set_ylabel("accuracy on the held-out split (%)")
-    axes[1].legend(fontsize=8)
-    figure.suptitle("Testbed LLaVA: accuracy under pruning")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-
-
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=TESTBED_PATH)
-    parser.add_argument("--data", type=Path, default=DATA_PATH)
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "testbed")
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=25)
-    parser.add_argument("--saliency-examples", type=int, default=40)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    parser.add_argument("--model", type=existing_directory, default=TESTBED_PATH, help="LLaVA checkpoint directory")
+    parser.add_argument("--data", type=existing_directory, default=DATA_PATH, help="ScienceQA-IMG-schema directory")
+    parser.add_argument("--out", type=output_directory, default=REPO / "results" / "testbed")
+    parser.add_argument("--limit", type=integer_at_least(1), default=None, help="use the first N questions")
+    parser.add_argument("--batch-size", type=integer_at_least(1), default=25)
+    parser.add_argument("--saliency-examples", type=integer_at_least(0), default=40)
+    args = parser.parse_args(argv)
+    try:
+        docs = list(load_local_split(args.data))[: args.limit]
+    except ValueError as error:
+        parser.error(f"--data: {error}")
 
     model = LlavaForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(args.model)
-    split = datasets.load_dataset(
-        str(args.data), "ScienceQA-IMG", split="test", data_files={"test": "ScienceQA-IMG/test-*"}
-    )
-    docs = list(split)[: args.limit]
-
-    vanilla = evaluate(model, processor, docs, PruningConfig.none(), args.batch_size)
-    blank = evaluate(model, processor, docs, PruningConfig.none(), args.batch_size, blank=True)
-    rows = []
-    layers = model.config.get_text_config().num_hidden_layers
-    runs = [(b, name, config) for b in BUDGETS for name, config in methods_at(b, layers).items()]
-    for budget, name, config in tqdm(runs, desc="methods x budgets"):
-        rows.append(
-            {
-                "budget": budget,
-                "method": name,
-                "config": config.describe(),
-                **evaluate(model, processor, docs, config, args.batch_size),
-            }
-        )
-
-    lines = [
-        f"Held-out split: {len(docs)} questions. Vanilla accuracy {100 * vanilla['accuracy']:.1f} %; "
-        f"with a blank image {100 * blank['accuracy']:.1f} %.",
-        "",
-        "Vanilla by category: "
-        + "; ".join(f"{category} {100 * acc:.1f} %" for category, acc in vanilla["by_category"].items())
-        + ".",
-        "",
-        "| kept after last step | method | accuracy | Δ vs vanilla | image tokens kept (layer mean) | FLOPs ratio |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {100 * row['budget']:g} % | {row['method']} | {100 * row['accuracy']:.1f} % | "
-            f"{100 * (row['accuracy'] - vanilla['accuracy']):+.1f} | {100 * row['image_tokens_kept']:.1f} % | "
-            f"{100 * row['flops_ratio']:.1f} % |"
-        )
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (args.out / "pruning_study.md").write_text(table)
-    (args.out / "pruning_study.json").write_text(
-        json.dumps({"n": len(docs), "vanilla": vanilla, "blank_image": blank, "rows": rows}, indent=1)
-    )
-    plot(rows, vanilla["accuracy"], args.out / "pruning_study.png")
-
-    records = []
-    for doc in tqdm(docs[: args.saliency_examples], desc="saliency"):
-        target = answer_token_id(processor.tokenizer, doc_to_target(doc))
-        records.append(saliency_probe(model, encode(processor, [doc]), target).to_dict())
-    if records:
-        write_saliency_report(records, args.out)
+    print(run_study(model, processor, docs, args.out, args.batch_size, args.saliency_examples))
 
 
 if __name__ == "__main__":

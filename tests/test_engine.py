@@ -29,7 +29,7 @@ def generate(model, config: PruningConfig, inputs: dict, steps: int = STEPS):
     return PrunedLlava(model, config).generate(**inputs, max_new_tokens=steps, return_logits=True)
 
 
-# --- a slow reference, written from HIMAP.md: eager attention, explicit top-k, no KV cache ----------------
+# --- a slow reference, written from docs/method.md: eager attention, explicit top-k, no KV cache ----------
 
 
 def merged_embeddings(model, inputs: dict) -> torch.Tensor:
@@ -259,7 +259,7 @@ def test_sequence_lengths_follow_the_schedule_and_flops_match_a_hand_count(model
 
 
 def test_reference_setting_at_the_7b_shape_is_about_a_third() -> None:
-    """HIMAP.md: with ~74 non-image tokens, 2/288 + 8/72 on LLaVA-1.5-7B leaves 31-33 % of the prefill FLOPs."""
+    """docs/method.md: with ~74 non-image tokens, 2/288 + 8/72 on LLaVA-1.5-7B leaves 31-33 % of the prefill FLOPs."""
     text, d, m = 74, 4096, 11008
     tokens = [text + 576] * 2 + [text + 288] * 6 + [text + 72] * 24
     assert 0.31 <= prefill_cost(tokens, d, m).flops_ratio <= 0.33

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from himap_lmms.probes import Disruption, answer_token_id, disrupted_generate, run_probe_request, saliency_probe
+from himap_lmms.probes import Disruption, answer_token_id, disrupted_generate, run_probe_request, saliency_probe, sweep
 from himap_lmms.probes.disruption import random_rows
 from himap_lmms.probes.layout import sequence_layout
 from himap_lmms.probes.plots import plot_disruption_heatmap, plot_group_flows, plot_visual_flows
@@ -309,7 +309,7 @@ def test_bad_probe_settings_are_named(model, processor, inputs, kwargs, message)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Figures, task functions and the sweep script
+# Figures, task functions and the sweep
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -347,8 +347,7 @@ def test_task_functions_score_and_report(model, processor, monkeypatch, tmp_path
         utils.disruption_process_results(DOCS[0], ["B"])
 
 
-def test_sweep_script_writes_table_and_heatmap(model, processor, tmp_path):
-    sweep = load_by_path(REPO / "scripts" / "disruption_sweep.py", "disruption_sweep_under_test")
+def test_sweep_writes_table_and_heatmap(model, processor, tmp_path):
     docs = [{**doc, "image": picture(seed)} for seed, doc in enumerate(DOCS)]
     rows = sweep.run_sweep(model, processor, docs, ["img2txt", "img2rnd"], [0, 2], max_new_tokens=2, progress=False)
     assert [(row.flow, row.start_layer, row.end_layer) for row in rows] == [

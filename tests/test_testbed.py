@@ -3,19 +3,14 @@ held-out split: the issue's bars with and without the images), and the study's e
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import datasets
 import pytest
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from himap_lmms.pruning import PruningConfig
+from himap_lmms.pruning_study import evaluate, layer_mean_share, methods_at  # the study's own loop and scoring
+from himap_lmms.scienceqa import load_local_split
 from himap_lmms.testbed import DATA_PATH, TESTBED_PATH
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from pruning_study import evaluate, layer_mean_share, methods_at  # noqa: E402  (the study's own loop and scoring)
 
 SUBSET = 10
 # The bars: at least 85 % with the images (the shipped checkpoint measures 91.0 %), at most 40 % with blank
@@ -28,10 +23,7 @@ VANILLA_AT_LEAST = 0.85
 def testbed():
     model = LlavaForConditionalGeneration.from_pretrained(TESTBED_PATH, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(TESTBED_PATH)
-    split = datasets.load_dataset(
-        str(DATA_PATH), "ScienceQA-IMG", split="test", data_files={"test": "ScienceQA-IMG/test-*"}
-    )
-    return model, processor, list(split)
+    return model, processor, list(load_local_split(DATA_PATH))
 
 
 def test_shape_matches_the_brief() -> None:

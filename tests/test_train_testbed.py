@@ -1,31 +1,27 @@
-"""``scripts/train_testbed.py`` trains on what the evaluation asks: its first turn is the study's and the task's
-prompt token for token, later turns are laid out as the chat template lays them out, the loss sees only answers,
-and a step's batch depends on the step alone (the script's "seeded" claim)."""
+"""The testbed's training (:mod:`himap_lmms.testbed.train`) trains on what the evaluation asks: its first turn
+is the study's and the task's prompt token for token, later turns are laid out as the chat template lays them out,
+the loss sees only answers, and a step's batch depends on the step alone (the "seeded" claim)."""
 
 from __future__ import annotations
 
-import argparse
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import train_testbed as train  # noqa: E402
-from pruning_study import encode as study_encode  # noqa: E402  (the evaluation's encoding)
-
-from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt  # noqa: E402
-from himap_lmms.scienceqa import doc_to_text  # noqa: E402
-from himap_lmms.synthetic_data import generate_records  # noqa: E402
+from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
+from himap_lmms.pruning_study import encode as study_encode  # the evaluation's encoding
+from himap_lmms.scienceqa import OPTION_LETTERS, doc_to_text
+from himap_lmms.synthetic_data import generate_records
+from himap_lmms.testbed import train
+from himap_lmms.tiny_llava import build_processor, build_tokenizer
 
 
 @pytest.fixture(scope="module")
 def parts():
-    tokenizer = train.build_tokenizer(train.corpus(), train.SPEC.vocab_size, isolate_newlines=True)
-    processor = train.build_processor(train.SPEC, tokenizer)
-    letter_ids = [train.answer_token(tokenizer, letter) for letter in train.OPTION_LETTERS[:5]]
+    tokenizer = build_tokenizer(train.corpus(), train.SPEC.vocab_size, isolate_newlines=True)
+    processor = build_processor(train.SPEC, tokenizer)
+    letter_ids = [train.answer_token(tokenizer, letter) for letter in OPTION_LETTERS[:5]]
     return tokenizer, processor, letter_ids
 
 
@@ -66,7 +62,7 @@ def test_later_turns_follow_the_chat_template_and_only_answers_carry_loss(parts)
 
 def test_a_steps_batch_depends_on_the_step_alone(parts) -> None:
     tokenizer, _, letter_ids = parts
-    settings = argparse.Namespace(batch_size=3, questions=6, describe_share=0.5)
+    settings = train.TrainSettings(batch_size=3, questions=6, describe_share=0.5)
 
     def batch(step: int) -> list:
         return [

@@ -1,4 +1,4 @@
-"""Probe 2 of HIMAP.md: cut one kind of attention edge in a window of layers and see what breaks.
+"""Probe 2 of ``docs/method.md``: cut one kind of attention edge in a window of layers and see what breaks.
 
 Flows that can be cut (query rows may no longer attend to the image keys named):
 

@@ -1,6 +1,6 @@
 """Where the prefix, the image block and the text of one LLaVA prompt are.
 
-HIMAP.md's sequence layout is ``[prefix][image tokens][text]``. The positions come from the prompt itself
+The sequence layout (``docs/method.md``) is ``[prefix][image tokens][text]``. The positions come from the prompt itself
 (``input_ids == image_token_id``) rather than from LLaVA-1.5's fixed 35 + 576 split, so other chat
 templates, padding and models with another image-token count (LLaVA-NeXT) get the right groups.
 """

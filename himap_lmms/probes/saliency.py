@@ -1,4 +1,4 @@
-"""Probe 1 of HIMAP.md: how much of the answer flows through each attention edge, layer by layer.
+"""Probe 1 of ``docs/method.md``: how much of the answer flows through each attention edge, layer by layer.
 
 For one example and its gold letter, a single forward and backward pass with eager attention gives, per
 layer l, the saliency map I_l = mean over heads of |A_l * dL/dA_l| (elementwise; L is the cross-entropy of

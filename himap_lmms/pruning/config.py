@@ -25,7 +25,7 @@ Score = Literal["instruction", "visual", "last_token", "random", "uniform"]
 ATTENTION_SCORES = ("instruction", "visual", "last_token")
 METHODS = ("none", "fastv", "himap", "random", "input")
 
-# The model_args each method accepts, with their defaults (HIMAP.md: FastV K=2, R=50 %; HiMAP 2/50 %, 8/12.5 %).
+# The model_args each method accepts, with their defaults (docs/method.md: FastV K=2, R=50 %; HiMAP 2/50 %, 8/12.5 %).
 _METHOD_ARGS: dict[str, dict[str, Any]] = {
     "none": {},
     "fastv": {"k": 2, "keep": None, "ratio": None},

@@ -1,4 +1,4 @@
-"""The testbed LLaVA trained by ``scripts/train_testbed.py`` and the held-out split it is evaluated on.
+"""The testbed LLaVA (trained by :mod:`himap_lmms.testbed.train`) and the held-out split it is evaluated on.
 
 The checkpoint ships inside the package (``llava-testbed/``, safetensors, tokenizer and processor); the split
 lies at the repository root (``data/scienceqa_img_synth``), so ``DATA_PATH`` assumes an editable install or

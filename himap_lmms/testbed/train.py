@@ -1,0 +1,413 @@
+"""Training of the testbed LLaVA from scratch on synthetic scenes, so pruning has real accuracy to lose.
+
+``scripts/train_testbed.py`` is the command line; :func:`train` is the whole run.
+
+Same classes as LLaVA-1.5 (CLIP vision tower, projector, Llama language model), 168 px images in 14 px
+patches (144 image tokens) and 12 language layers, so HiMAP's K1 = 2 and K2 = 8 sit where they sit in 7B.
+
+It learns the paper's prompt: system prompt, "USER: <image>\\n{context}{question}\\nA. ...\\nAnswer with the
+option's letter from the given choices directly. ASSISTANT:" and then the answer letter and the end of
+sequence. One letter per image is too weak a signal for a model trained from scratch to find which image
+patches a question is about: on this budget it learns the letter prior and stalls near chance. So every
+training image comes with a conversation, as LLaVA's instruction data does: the first turn is exactly the
+evaluation prompt, and further turns ask more questions about the same image in the same format, with the
+loss on every answer. Every conversation also ends with a dense scene description ("Describe the scene.
+ASSISTANT: top left red circle, centre blue square."), the analogue of LLaVA's caption data. It is what taught
+the model to name the shape in a cell: held out, with the same seed and steps, descriptions on every conversation
+scored 91.0 %, on half of them 79.8 %, and on half of them fading to none after the first third 75.5 %.
+And while it learns, a linear read-out on the image tokens the language model receives (the projector's
+output) is trained to name, for every patch, the colour and shape of the object in its grid cell and the
+cell itself: dense labels that make the vision tower useful in a few hundred steps (what CLIP's pre-training
+gives LLaVA). The read-out is thrown away; the checkpoint holds only the LLaVA classes.
+
+Training scenes and questions come from the same generator as the shipped held-out split, with other seeds;
+the split itself is never trained on. Seeded: the same settings give the same weights on the same machine and
+thread count.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
+
+from himap_lmms.prompting import chat_prompt
+from himap_lmms.scienceqa import OPTION_LETTERS, build_prompt  # the task's prompt: train = test
+from himap_lmms.synthetic_data import (
+    COLOURS,
+    FAMILIES,
+    POSITIONS,
+    SHAPES,
+    Scene,
+    ask,
+    draw_hint,
+    draw_scene,
+    generate_records,
+    make_scene,
+)
+from himap_lmms.tiny_llava import TinyLlavaSpec, build_config, build_processor, build_tokenizer
+
+SPEC = TinyLlavaSpec(
+    image_size=168,
+    patch_size=14,
+    vision_hidden=96,
+    vision_layers=2,
+    vision_heads=4,
+    text_hidden=128,
+    text_layers=12,
+    text_heads=4,
+    text_kv_heads=4,
+    text_intermediate=256,
+    vocab_size=1000,
+    # At transformers' 0.02 a 128-wide decoder starts with near-uniform attention and learns slowly: in 500-step
+    # A/B runs, 0.06 reached 52.0 % check accuracy against 43.3 % (and 41.3 vs 33.0 % at step 250).
+    text_init_std=0.06,
+    seed=0,
+)
+# Seeds of the generator: the shipped held-out split uses make_sample_data.py's seed, never one of these.
+TRAIN_SEED = 1
+CHECK_SEED = 12345  # a quick accuracy check while training
+CORPUS_SEED = 99  # prompts the tokenizer is trained on
+DESCRIBE = "Describe the scene."
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One training run's knobs; the defaults trained the shipped checkpoint. Checked when created, so a bad
+    value fails before anything is built, with an error naming the field, its value and the allowed range."""
+
+    steps: int = field(default=2000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=16, metadata={"help": "conversations per step"})
+    lr: float = field(default=1.5e-3, metadata={"help": "peak learning rate of the language model"})
+    image_lr_scale: float = field(default=1.0, metadata={"help": "LR factor of vision tower, projector and read-out"})
+    questions: int = field(default=6, metadata={"help": "questions asked about each training image"})
+    describe_share: float = field(default=1.0, metadata={"help": "share of conversations describing the scene"})
+    layout_weight: float = field(default=0.5, metadata={"help": "weight of the vision read-out loss"})
+    minutes: float = field(default=58.0, metadata={"help": "stop early (and save) after this long"})
+    check_every: int = field(default=250, metadata={"help": "steps between two accuracy checks"})
+    threads: int = field(default=2, metadata={"help": "torch threads (the weights are reproducible per count)"})
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "questions", "check_every", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is out of range: it must be an integer >= 1")
+        for name in ("lr", "image_lr_scale", "minutes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} is out of range: it must be > 0")
+        if not self.layout_weight >= 0:
+            raise ValueError(f"layout_weight={self.layout_weight!r} is out of range: it must be >= 0")
+        if not 0 <= self.describe_share <= 1:
+            raise ValueError(f"describe_share={self.describe_share!r} is out of range: it must be in [0, 1]")
+
+
+class LayoutProbe(torch.nn.Module):
+    """Per image token: logits for the colour (or none), the shape (or none) and the grid cell of its cell."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.sizes = (len(COLOURS) + 1, len(SHAPES) + 1, len(POSITIONS))
+        self.head = torch.nn.Linear(hidden, sum(self.sizes))
+
+    def loss(self, image_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the three read-outs; ``targets`` is (batch, tokens, 3)."""
+        # Normalised first: the projector's outputs start ~100x smaller than unit scale, and a read-out of raw
+        # features would learn the weak position signal (which cell) far too slowly.
+        normalised = torch.nn.functional.layer_norm(image_tokens, image_tokens.shape[-1:])
+        logits = self.head(normalised).split(self.sizes, dim=-1)
+        losses = [
+            torch.nn.functional.cross_entropy(part.flatten(0, 1), targets[..., i].flatten())
+            for i, part in enumerate(logits)
+        ]
+        return sum(losses) / len(losses)
+
+
+def layout_targets(conversations: list[Conversation], grid: int) -> torch.Tensor:
+    """(batch, grid * grid, 3): colour id (0 = none), shape id (0 = none) and cell of every patch's grid cell.
+
+    Patches are in the vision tower's raster order; the 3 x 3 scene grid splits the patch grid in thirds.
+    """
+    colours, shapes = list(COLOURS), list(SHAPES)
+    cells = [(row * 3 // grid) * 3 + column * 3 // grid for row in range(grid) for column in range(grid)]
+    targets = torch.zeros(len(conversations), grid * grid, 3, dtype=torch.long)
+    for i, talk in enumerate(conversations):
+        for patch, cell in enumerate(cells):
+            colour, shape = talk.layout.get(cell, (None, None))
+            targets[i, patch, 0] = 0 if colour is None else colours.index(colour) + 1
+            targets[i, patch, 1] = 0 if shape is None else shapes.index(shape) + 1
+            targets[i, patch, 2] = cell
+    return targets
+
+
+def capture_image_tokens(model: LlavaForConditionalGeneration) -> dict[str, torch.Tensor]:
+    """Keep the projector's latest output (the image tokens the language model gets) in the returned dict."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+        captured["image_tokens"] = output
+
+    model.model.multi_modal_projector.register_forward_hook(keep)
+    return captured
+
+
+@dataclass
+class Conversation:
+    """One image and the turns asked about it: user content and the answer's token ids (EOS not included)."""
+
+    image: Image.Image
+    layout: Scene
+    turns: list[tuple[str, list[int]]]
+    family: str = ""  # the first question's family, for per-family accuracy
+
+
+def scene_description(layout: Scene) -> str:
+    """Every object in reading order: "top left red circle, centre blue square." """
+    return ", ".join(f"{POSITIONS[cell]} {colour} {shape}" for cell, (colour, shape) in sorted(layout.items())) + "."
+
+
+def corpus(prompts: int = 400) -> list[str]:
+    """Text the tokenizer is trained on: prompts as the chat template lays them out after ``<image>`` (a line
+    break first), so their frequent words are single pieces."""
+    records = generate_records(prompts, seed=CORPUS_SEED)
+    contents = [build_prompt(r["question"], r["choices"], r["hint"]) for r in records] + [DESCRIBE]
+    return [*COLOURS, *SHAPES, *POSITIONS, *(f"\n{content} ASSISTANT:" for content in contents)]
+
+
+def answer_token(tokenizer: PreTrainedTokenizerFast, letter: str) -> int:
+    """The one token the model emits for an answer letter after "ASSISTANT:" (Llama-style: "▁A")."""
+    ids = tokenizer.encode(" " + letter, add_special_tokens=False)
+    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+        raise ValueError(f"answer letter {letter!r} is not one known token for this tokenizer: {ids}")
+    return ids[0]
+
+
+def from_record(record: dict, letter_ids: list[int]) -> Conversation:
+    """A held-out style record as a one-turn conversation in the paper's prompt."""
+    content = build_prompt(record["question"], record["choices"], record["hint"])
+    turns = [(content, [letter_ids[record["answer"]]])]
+    return Conversation(record["image"], record.get("layout", {}), turns, record["category"])
+
+
+def conversation(
+    rng: random.Random, tokenizer: PreTrainedTokenizerFast, letter_ids: list[int], questions: int, describe: bool
+) -> Conversation:
+    """A scene asked ``questions`` distinct questions in the paper's prompt (a hint on about 30 % of them), then
+    with ``describe`` its description."""
+    objects = make_scene(rng)
+    turns, family = [], ""
+    asked: set[str] = set()
+    for _ in range(4 * questions):
+        if len(turns) == questions:
+            break
+        name = rng.choice(list(FAMILIES))
+        question = ask(rng, name, objects)
+        if question is None or question[0] in asked:
+            continue
+        asked.add(question[0])
+        text, choices, answer = question
+        turns.append((build_prompt(text, choices, draw_hint(rng)), [letter_ids[answer]]))
+        family = family or name
+    if describe:
+        turns.append((DESCRIBE, tokenizer.encode(" " + scene_description(objects), add_special_tokens=False)))
+    return Conversation(draw_scene(objects, SPEC.image_size), objects, turns, family)
+
+
+def encode(processor: LlavaProcessor, conversations: list[Conversation]) -> dict[str, torch.Tensor]:
+    """Token ids of whole conversations, left-padded as at evaluation; labels on every answer and its EOS.
+
+    The first turn goes through the processor exactly as at evaluation (``<image>`` expanded to the image
+    tokens); later turns follow the chat template's layout: `` USER: {content} ASSISTANT:``.
+    """
+    tokenizer = processor.tokenizer
+    first = [chat_prompt(tokenizer, c.turns[0][0], 1) for c in conversations]
+    inputs = processor(
+        images=[c.image for c in conversations], text=first, return_tensors="pt", padding=True, add_special_tokens=False
+    )
+    rows, targets = [], []
+    for ids, mask, talk in zip(inputs["input_ids"], inputs["attention_mask"], conversations):
+        row = ids[mask.bool()].tolist()
+        target = [-100] * len(row)
+        for index, (content, answer) in enumerate(talk.turns):
+            if index:
+                prompt = tokenizer.encode(f" USER: {content} ASSISTANT:", add_special_tokens=False)
+                row += prompt
+                target += [-100] * len(prompt)
+            row += [*answer, tokenizer.eos_token_id]
+            target += [*answer, tokenizer.eos_token_id]
+        rows.append(row)
+        targets.append(target)
+    width = max(map(len, rows))
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100)
+    for i, (row, target) in enumerate(zip(rows, targets)):
+        input_ids[i, width - len(row) :] = torch.tensor(row)
+        attention_mask[i, width - len(row) :] = 1
+        labels[i, width - len(row) :] = torch.tensor(target)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "pixel_values": inputs["pixel_values"],
+        "labels": labels,
+    }
+
+
+@torch.no_grad()
+def accuracy(
+    model, processor: LlavaProcessor, records: list[dict], letter_ids: list[int], batch_size: int = 50
+) -> dict[str, float]:
+    """Greedy first answer token against the gold letter on the paper's one-turn prompt (what the task scores):
+    overall (``"all"``) and per question family."""
+    model.eval()
+    hits: dict[str, list[bool]] = {}
+    for start in range(0, len(records), batch_size):
+        chunk = [from_record(record, letter_ids) for record in records[start : start + batch_size]]
+        batch = encode(processor, chunk)
+        logits = model(
+            input_ids=batch["input_ids"][:, :-2],
+            attention_mask=batch["attention_mask"][:, :-2],
+            pixel_values=batch["pixel_values"],
+            logits_to_keep=1,
+        ).logits[:, -1]
+        for talk, hit in zip(chunk, (logits.argmax(-1) == batch["labels"][:, -2]).tolist()):
+            hits.setdefault("all", []).append(hit)
+            hits.setdefault(talk.family, []).append(hit)
+    model.train()
+    return {group: sum(values) / len(values) for group, values in hits.items()}
+
+
+def describe(scores: dict[str, float]) -> str:
+    """One log line of accuracies: ``"all 0.910, colour_at 0.988, ..."``."""
+    return ", ".join(f"{group} {score:.3f}" for group, score in scores.items())
+
+
+def sine_cosine_codes(grid: int, dim: int) -> torch.Tensor:
+    """(grid * grid, dim) 2-D sine-cosine position codes in raster order: a quarter of ``dim`` each for
+    sin(row), cos(row), sin(column), cos(column) at geometric frequencies (as MAE initialises ViTs)."""
+    quarter = dim // 4
+    frequencies = 1.0 / (100 ** (torch.arange(quarter) / quarter))
+    rows, columns = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    parts = []
+    for coordinate in (rows.flatten(), columns.flatten()):
+        angles = coordinate[:, None].float() * frequencies[None]
+        parts += [angles.sin(), angles.cos()]
+    codes = torch.zeros(grid * grid, dim)
+    codes[:, : 4 * quarter] = torch.cat(parts, dim=1)
+    return codes
+
+
+def init_position_codes(model: LlavaForConditionalGeneration) -> None:
+    """Start CLIP's learned position embeddings from unit-scale 2-D sine-cosine codes (the class slot at 0).
+
+    At the default init (std 0.02, ~30x below the patch embeddings) where a patch sits is buried under what
+    it shows, and a tower trained from scratch on this budget never learns which cell a patch is in; with
+    these codes it does within ~100 steps. They stay trainable parameters of the stock CLIP embedding.
+    """
+    embedding = model.model.vision_tower.embeddings.position_embedding
+    grid = SPEC.image_size // SPEC.patch_size
+    with torch.no_grad():
+        embedding.weight.zero_()
+        embedding.weight[1:] = sine_cosine_codes(grid, embedding.weight.shape[1])
+
+
+def optimizer_for(model: LlavaForConditionalGeneration, probe: LayoutProbe, lr: float, image_lr_scale: float):
+    """AdamW; the vision tower, the projector and the probe learn ``image_lr_scale`` times faster (they start
+    from nothing, as the language model does, but LLaVA's would start from CLIP), and norms and biases get no
+    weight decay."""
+    named = [*model.named_parameters(), *(("probe." + n, p) for n, p in probe.named_parameters())]
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, parameter in named:
+        image_side = any(part in name for part in ("vision_tower", "multi_modal_projector", "probe."))
+        groups.setdefault((image_side, parameter.ndim < 2), []).append(parameter)
+    return torch.optim.AdamW(
+        [
+            {
+                "params": params,
+                "lr": lr * (image_lr_scale if image_side else 1.0),
+                "weight_decay": 0.0 if flat else 0.01,
+            }
+            for (image_side, flat), params in groups.items()
+        ],
+        betas=(0.9, 0.98),
+    )
+
+
+def warmup_cosine(steps: int, warmup: int, floor: float = 0.05):
+    """LR multiplier: linear warm-up, then a cosine down to ``floor`` at ``steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def train_batch(
+    step: int, settings: TrainSettings, tokenizer: PreTrainedTokenizerFast, letter_ids: list[int]
+) -> list[Conversation]:
+    """The conversations of one step (seeded by ``step``)."""
+    rng = random.Random(TRAIN_SEED * 10_000_000 + step)
+    return [
+        conversation(rng, tokenizer, letter_ids, settings.questions, rng.random() < settings.describe_share)
+        for _ in range(settings.batch_size)
+    ]
+
+
+def train(settings: TrainSettings, out: str | Path) -> dict[str, float]:
+    """Train from the seeded init, save the checkpoint (model, tokenizer, processor) to ``out`` and return the
+    final check accuracy (overall and per family)."""
+    torch.set_num_threads(settings.threads)
+    random.seed(SPEC.seed)
+    torch.manual_seed(SPEC.seed)
+
+    tokenizer = build_tokenizer(corpus(), SPEC.vocab_size, isolate_newlines=True)
+    processor = build_processor(SPEC, tokenizer)
+    model = LlavaForConditionalGeneration(build_config(SPEC, tokenizer))
+    init_position_codes(model)
+    model.train()
+    probe = LayoutProbe(SPEC.text_hidden)
+    captured = capture_image_tokens(model)
+    grid = SPEC.image_size // SPEC.patch_size
+    letter_ids = [answer_token(tokenizer, letter) for letter in OPTION_LETTERS[:5]]
+    check = generate_records(300, seed=CHECK_SEED)
+
+    optimizer = optimizer_for(model, probe, settings.lr, settings.image_lr_scale)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(settings.steps, min(100, settings.steps // 10))
+    )
+    started = time.time()
+    progress = tqdm(range(settings.steps), desc="train", mininterval=10)
+    for step in progress:
+        conversations = train_batch(step, settings, tokenizer, letter_ids)
+        loss = model(**encode(processor, conversations)).loss
+        layout = probe.loss(captured["image_tokens"], layout_targets(conversations, grid))
+        (loss + settings.layout_weight * layout).backward()
+        torch.nn.utils.clip_grad_norm_([*model.parameters(), *probe.parameters()], 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        progress.set_postfix(
+            loss=f"{loss.item():.3f}",
+            layout=f"{layout.item():.3f}",
+        )
+        if (step + 1) % settings.check_every == 0:
+            scores = describe(accuracy(model, processor, check, letter_ids))
+            tqdm.write(f"step {step + 1}: loss {loss.item():.3f}, check accuracy: {scores}")
+        if time.time() - started > settings.minutes * 60:
+            tqdm.write(f"time budget reached at step {step + 1}")
+            break
+    final = accuracy(model, processor, check, letter_ids)
+    print(f"done in {(time.time() - started) / 60:.1f} min; check accuracy: {describe(final)}", flush=True)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return final
