@@ -23,7 +23,7 @@ from himap_lmms.synthetic_data import generate_records  # noqa: E402
 
 @pytest.fixture(scope="module")
 def parts():
-    tokenizer = train.build_tokenizer(train.corpus(), train.SPEC.vocab_size, isolate_newlines=True)
+    tokenizer = train.build_tokenizer(train.corpus(), train.SPEC.vocab, isolate_newlines=True)
     processor = train.build_processor(train.SPEC, tokenizer)
     letter_ids = [train.answer_token(tokenizer, letter) for letter in train.OPTION_LETTERS[:5]]
     return tokenizer, processor, letter_ids
