@@ -19,7 +19,7 @@ import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 # LLaVA-1.5's prompt around the image: the reference code hard-codes 35 prefix tokens; a ScienceQA question with
-# its options, the instruction and "ASSISTANT:" is about 40 more (HIMAP.md: "~74 text tokens" in all).
+# its options, the instruction and "ASSISTANT:" is about 40 more (74 text tokens in all).
 PREFIX_TOKENS = 35
 TEXT_TOKENS = 39
 
