@@ -6,13 +6,15 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from himap_lmms.values import parse_int
+
 
 def integer_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse ``type`` accepting whole numbers >= ``minimum``; argparse's error names the option and value."""
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value = parse_int("value", text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (expected >= {minimum})") from None
         if value < minimum:

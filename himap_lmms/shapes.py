@@ -1,9 +1,11 @@
-"""Random-weight LLaVA-1.5 models of a given shape, and ScienceQA-like prompts for them, for cost benchmarks.
+"""LLaVA-1.5 shapes and the one builder of their configs; random-weight models and prompts for cost benchmarks.
 
-Timing and FLOP counting do not depend on what the weights are, only on the shapes, so a benchmark can run
-LLaVA-1.5-7B's or 13B's exact layer shapes without downloading a checkpoint. The models are the stock
-transformers classes (``LlavaForConditionalGeneration`` with a CLIP vision tower and a Llama decoder) built from
-a config, so the pruning engine runs them exactly as it runs a real checkpoint. No tokenizer is needed either:
+Every LLaVA this repo makes from scratch is a :class:`LlavaShape` turned into a config by :func:`llava_config`:
+the benchmark's random-weight 7B/13B/scaled shapes (:data:`SHAPES`) and the small checkpoints of
+:mod:`himap_lmms.tiny_llava` alike. Timing and FLOP counting do not depend on what the weights are, only on the
+shapes, so a benchmark can run LLaVA-1.5-7B's or 13B's exact layer shapes without downloading a checkpoint. The
+models are the stock transformers classes (``LlavaForConditionalGeneration`` with a CLIP vision tower and a Llama
+decoder), so the pruning engine runs them exactly as it runs a real checkpoint. No tokenizer is needed either:
 :func:`prompt_inputs` lays out ``[prefix][576 image tokens][text]`` with random text ids, which is all the
 engine looks at (it finds the image block from ``image_token_id``).
 """
@@ -11,6 +13,7 @@ engine looks at (it finds the image block from ``image_token_id``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
@@ -23,7 +26,12 @@ TEXT_TOKENS = 39
 
 @dataclass(frozen=True)
 class LlavaShape:
-    """The sizes that decide a LLaVA's cost. ``vocab`` includes llava-hf's 64 added rows (image and pad tokens)."""
+    """The sizes that decide a LLaVA's cost and layout.
+
+    ``vocab`` includes llava-hf's 64 added rows (image and pad tokens); ``kv_heads`` None means multi-head
+    attention, as in LLaVA-1.5. ``vision_feature_layer`` is the CLIP layer whose output feeds the projector
+    (LLaVA-1.5 reads the penultimate one); ``init_std`` is the decoder's and projector's random-init std.
+    """
 
     name: str
     hidden: int
@@ -34,10 +42,13 @@ class LlavaShape:
     vision_layers: int
     vision_heads: int
     vision_intermediate: int
+    kv_heads: int | None = None
     vocab: int = 32064
     image_token_id: int = 32000
     image_size: int = 336
     patch_size: int = 14
+    vision_feature_layer: int = -2
+    init_std: float = 0.02
 
     @property
     def num_image_tokens(self) -> int:
@@ -70,9 +81,13 @@ SHAPES: dict[str, LlavaShape] = {
 }  # fmt: skip
 
 
-def llava_config(shape: LlavaShape, attn_implementation: str = "sdpa") -> LlavaConfig:
-    """A LLaVA-1.5 config (CLIP + 2-layer MLP projector + Llama with multi-head attention) of ``shape``."""
-    config = LlavaConfig(
+def llava_config(shape: LlavaShape, **text_config: Any) -> LlavaConfig:
+    """A LLaVA-1.5 config (CLIP tower + 2-layer MLP projector + Llama decoder) of ``shape``.
+
+    ``text_config`` goes to the ``LlamaConfig`` as well (a tokenizer's ``bos_token_id``, ``eos_token_id``,
+    ``pad_token_id``).
+    """
+    return LlavaConfig(
         vision_config=CLIPVisionConfig(
             hidden_size=shape.vision_hidden,
             num_hidden_layers=shape.vision_layers,
@@ -85,15 +100,17 @@ def llava_config(shape: LlavaShape, attn_implementation: str = "sdpa") -> LlavaC
             hidden_size=shape.hidden,
             num_hidden_layers=shape.layers,
             num_attention_heads=shape.heads,
-            num_key_value_heads=shape.heads,
+            num_key_value_heads=shape.kv_heads or shape.heads,
             intermediate_size=shape.intermediate,
             vocab_size=shape.vocab,
             max_position_embeddings=4096,
+            initializer_range=shape.init_std,
+            **text_config,
         ),
         image_token_id=shape.image_token_id,
+        vision_feature_layer=shape.vision_feature_layer,
+        image_seq_length=shape.num_image_tokens,
     )
-    config._attn_implementation = attn_implementation
-    return config
 
 
 def build_random_llava(
@@ -111,7 +128,7 @@ def build_random_llava(
     torch.manual_seed(seed)
     with torch.device(device):
         model = LlavaForConditionalGeneration._from_config(
-            llava_config(shape, attn_implementation), dtype=dtype, attn_implementation=attn_implementation
+            llava_config(shape), dtype=dtype, attn_implementation=attn_implementation
         )
     return model.eval()
 

@@ -2,7 +2,8 @@
 
 Real LLaVA weights cannot be fetched here, so tests, the demo and the trained testbed all start from a
 checkpoint made by :func:`build_tiny_llava`: a CLIP vision tower, the LLaVA projector and a Llama language
-model, plus a SentencePiece-style BPE tokenizer (``▁`` word markers, as Llama's) trained on a small corpus,
+model of a :class:`~himap_lmms.shapes.LlavaShape` (configured by the same builder as the benchmark's shapes),
+plus a SentencePiece-style BPE tokenizer (``▁`` word markers, as Llama's) trained on a small corpus,
 a CLIP image processor and a :class:`~transformers.LlavaProcessor` carrying a vicuna chat template.
 The result is written with ``save_pretrained`` and loaded back through the ordinary ``from_pretrained`` path.
 """
@@ -11,15 +12,13 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import (
     CLIPImageProcessor,
-    CLIPVisionConfig,
-    LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
@@ -27,6 +26,7 @@ from transformers import (
 )
 
 from himap_lmms.prompting import SYSTEM_PROMPT, VICUNA_CHAT_TEMPLATE
+from himap_lmms.shapes import LlavaShape, llava_config
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 
@@ -38,27 +38,13 @@ _BASE_CORPUS = [
 ]
 
 
-@dataclass(frozen=True)
-class TinyLlavaSpec:
-    """Shape of a small LLaVA. Defaults give LLaVA-1.5's 576 image tokens (336 px, patch 14)."""
-
-    image_size: int = 336
-    patch_size: int = 14
-    vision_hidden: int = 32
-    vision_layers: int = 1
-    vision_heads: int = 2
-    text_hidden: int = 64
-    text_layers: int = 12
-    text_heads: int = 4
-    text_kv_heads: int = 4
-    text_intermediate: int = 128
-    vocab_size: int = 600
-    text_init_std: float = 0.02  # std of the language model's and projector's random init (transformers' default)
-    seed: int = 0
-
-    @property
-    def num_image_tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
+# Defaults of the tests' checkpoints: LLaVA-1.5's 576 image tokens (336 px, patch 14) and 12 decoder layers (so
+# HiMAP's K2 = 8 exists) at a width that runs in milliseconds. ``vocab`` is the tokenizer's target size; the
+# config gets the trained tokenizer's real one. A one-layer tower: features come from its last layer.
+TINY_CHECKPOINT = LlavaShape(
+    "tiny-checkpoint", hidden=64, layers=12, heads=4, intermediate=128, vocab=600,
+    vision_hidden=32, vision_layers=1, vision_heads=2, vision_intermediate=64, vision_feature_layer=-1,
+)  # fmt: skip
 
 
 def build_tokenizer(corpus: Iterable[str], vocab_size: int, isolate_newlines: bool = False) -> PreTrainedTokenizerFast:
@@ -100,61 +86,41 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int, isolate_newlines: bo
     return fast
 
 
-def build_processor(spec: TinyLlavaSpec, tokenizer: PreTrainedTokenizerFast) -> LlavaProcessor:
+def build_processor(shape: LlavaShape, tokenizer: PreTrainedTokenizerFast) -> LlavaProcessor:
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": spec.image_size},
-        crop_size={"height": spec.image_size, "width": spec.image_size},
+        size={"shortest_edge": shape.image_size},
+        crop_size={"height": shape.image_size, "width": shape.image_size},
     )
     return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=spec.patch_size,
+        patch_size=shape.patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
         chat_template=VICUNA_CHAT_TEMPLATE,
     )
 
 
-def build_config(spec: TinyLlavaSpec, tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
-    vision = CLIPVisionConfig(
-        hidden_size=spec.vision_hidden,
-        intermediate_size=spec.vision_hidden * 2,
-        num_hidden_layers=spec.vision_layers,
-        num_attention_heads=spec.vision_heads,
-        image_size=spec.image_size,
-        patch_size=spec.patch_size,
-        projection_dim=spec.vision_hidden,
-    )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.text_hidden,
-        intermediate_size=spec.text_intermediate,
-        num_hidden_layers=spec.text_layers,
-        num_attention_heads=spec.text_heads,
-        num_key_value_heads=spec.text_kv_heads,
-        max_position_embeddings=2048,
-        initializer_range=spec.text_init_std,
+def build_config(shape: LlavaShape, tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
+    """The config of ``shape`` with the tokenizer's vocabulary size, image token and special token ids."""
+    shape = replace(shape, vocab=len(tokenizer), image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    return llava_config(
+        shape,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="default",
-        image_seq_length=spec.num_image_tokens,
-    )
 
 
-def build_tiny_llava(out_dir: str | Path, spec: TinyLlavaSpec = TinyLlavaSpec(), corpus: Iterable[str] = ()) -> Path:
-    """Write a randomly initialised LLaVA, its tokenizer and its processor to ``out_dir``."""
+def build_tiny_llava(
+    out_dir: str | Path, shape: LlavaShape = TINY_CHECKPOINT, corpus: Iterable[str] = (), seed: int = 0
+) -> Path:
+    """Write a randomly initialised LLaVA of ``shape``, its tokenizer and its processor to ``out_dir``."""
     out_dir = Path(out_dir)
-    tokenizer = build_tokenizer(corpus, spec.vocab_size)
-    processor = build_processor(spec, tokenizer)
-    torch.manual_seed(spec.seed)
-    model = LlavaForConditionalGeneration(build_config(spec, tokenizer))
+    tokenizer = build_tokenizer(corpus, shape.vocab)
+    processor = build_processor(shape, tokenizer)
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(build_config(shape, tokenizer))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

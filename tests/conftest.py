@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from himap_lmms.tiny_llava import TinyLlavaSpec, build_tiny_llava
+from himap_lmms.tiny_llava import build_tiny_llava
 
 QUESTIONS = [
     "What colour is the square?\nA. red\nB. blue\nAnswer with the option's letter from the given choices directly.",
@@ -34,7 +34,7 @@ def draw_image(seed: int, size: int = 336) -> Image.Image:
 
 @pytest.fixture(scope="session")
 def tiny_llava_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"), TinyLlavaSpec(), corpus=QUESTIONS)
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"), corpus=QUESTIONS)
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,15 @@
-"""The cost benchmark's machinery on a tiny shape: its counts agree with the formula, its files are written.
+"""The cost benchmark (:mod:`himap_lmms.bench`) on a tiny shape: its counts agree with the formula, the pruning
+overhead comes from the engine's profiler labels, its files are written, and bad arguments fail at once.
 
 The timings of a 64-wide model say nothing, so nothing here asserts a speed-up; what is checked is what the
-benchmark's numbers rest on: the FLOP counter against the formula, the token schedules, the memory tracker and
-the report files.
+benchmark's numbers rest on: the FLOP counter against the formula, the token schedules, the memory tracker, the
+profiler labels and the report files.
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import runpy
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +17,18 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import bench_cost  # noqa: E402
+from himap_lmms.bench import METHODS, REFERENCE, BenchSettings, LiveTensorMemory, run_benchmark, write_outputs
+from himap_lmms.bench.measure import pruning_overhead
+from himap_lmms.pruning import PRUNING_LABELS
+from himap_lmms.shapes import PREFIX_TOKENS, SHAPES, TEXT_TOKENS, build_random_llava, prompt_inputs
 
-from himap_lmms.shapes import PREFIX_TOKENS, SHAPES, TEXT_TOKENS  # noqa: E402
-
+REPO = Path(__file__).resolve().parent.parent
 BATCHES = (1, 2)
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    settings = bench_cost.BenchSettings(
+    settings = BenchSettings(
         shape="tiny",
         batch_sizes=BATCHES,
         repeats=1,
@@ -37,9 +39,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
         threads=1,
         progress=False,
     )
-    results = bench_cost.run_benchmark(settings)
+    results = run_benchmark(settings)
     out = tmp_path_factory.mktemp("bench")
-    bench_cost.write_outputs(results, out)
+    write_outputs(results, out)
     return results, out
 
 
@@ -47,7 +49,7 @@ def test_results_have_every_method_and_batch(bench) -> None:
     results, _ = bench
     assert list(results["batches"]) == [str(b) for b in BATCHES]
     for rows in results["batches"].values():
-        assert list(rows) == list(bench_cost.METHODS)
+        assert list(rows) == list(METHODS)
         vanilla = rows["vanilla"]["raw"]
         for row in rows.values():
             # A speed-up is vanilla's time over the method's, taken from the raw times of the same round.
@@ -56,10 +58,32 @@ def test_results_have_every_method_and_batch(bench) -> None:
             assert row["prefill_speedup"]["median"] == pytest.approx(expected)
             assert row["total_speedup"]["median"] == pytest.approx(vanilla[0]["total"] / row["raw"][0]["total"])
         assert rows["vanilla"]["prefill_speedup"]["median"] == 1.0
-        assert rows["vanilla"]["overhead_share"]["median"] == 0.0
-        assert rows[bench_cost.REFERENCE]["overhead_s"]["median"] > 0
     assert results["reference_style"]["speedup_total"]["median"] > 0
     assert len(results["goals"]) == 5 * len(BATCHES)
+
+
+def test_overhead_is_read_from_the_engine_labels(bench) -> None:
+    results, _ = bench
+    for rows in results["batches"].values():
+        assert rows["vanilla"]["overhead_share"]["median"] == 0.0  # no pruning step, no labelled time
+        for name in METHODS.keys() - {"vanilla"}:
+            row = rows[name]
+            by_label = row["overhead_s_by_label"]
+            assert list(by_label) == list(PRUNING_LABELS)
+            assert all(seconds > 0 for seconds in by_label.values()), (name, by_label)
+            profiled = row["raw_profiled"][0]
+            assert row["overhead_share"]["median"] == pytest.approx(sum(by_label.values()) / profiled["prefill"])
+            assert 0 < row["overhead_share"]["median"] < 1
+
+
+def test_missing_labels_are_an_error(monkeypatch) -> None:
+    shape = SHAPES["tiny"]
+    model = build_random_llava(shape)
+    inputs = prompt_inputs(shape, 1)
+    # The engine's labels under other names: the bench must not report a zero overhead for a pruned method.
+    monkeypatch.setattr("himap_lmms.bench.measure.PRUNING_LABELS", ("not.an.engine.label",))
+    with pytest.raises(RuntimeError, match="no time under"):
+        pruning_overhead(model, inputs, METHODS[REFERENCE].config)
 
 
 def test_counted_flops_agree_with_the_formula(bench) -> None:
@@ -98,7 +122,7 @@ def test_memory_is_measured(bench) -> None:
 
 def test_live_tensor_memory_counts_new_storages_only() -> None:
     existing = torch.zeros(1000)  # 4000 bytes made before: not counted, nor its views
-    with bench_cost.LiveTensorMemory() as memory:
+    with LiveTensorMemory() as memory:
         view = existing.view(10, 100)
         first = torch.ones(1000)  # 4000
         del first
@@ -118,3 +142,60 @@ def test_outputs_are_written(bench) -> None:
     image = np.asarray(Image.open(out / "bench.png").convert("L"))
     assert image.shape[0] > 300 and image.shape[1] > 300
     assert image.std() > 10  # not blank: axes, points and lines on white
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("repeats", 0, "repeats=0 must be >= 1"),
+        ("warmup", -1, "warmup=-1 must be >= 0"),
+        ("new_tokens", 0, "new_tokens=0 must be >= 1"),
+        ("threads", 0, "threads=0 must be >= 1"),
+        ("batch_sizes", (1, 0), r"batch_sizes=\[1, 0\] must be one or more integers >= 1"),
+        ("batch_sizes", (), r"batch_sizes=\[\] must be"),
+        ("methods", ("vanilla", "fastv_9"), r"unknown methods \['fastv_9'\]: choose from vanilla, fastv_50"),
+        ("methods", ("himap_ref",), "must include vanilla"),
+        ("shape", "huge", "shape='huge' is not one of tiny, scaled, 7b, 13b"),
+        ("dtype", "float8", "dtype='float8' is not one of bfloat16, float16, float32"),
+        ("device", "gpu", "device='gpu' is not a device: use cpu, cuda or cuda:N"),
+        ("device", "meta", "device='meta': the benchmark runs on cpu, cuda or cuda:N"),
+        ("device", f"cuda:{torch.cuda.device_count()}", "torch sees"),
+    ],
+)
+def test_bad_settings_name_the_value(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BenchSettings(**{field: value})
+
+
+@pytest.fixture(scope="module")
+def cli() -> dict:
+    """The command line's functions, loaded from the script as a module (it is not importable by name)."""
+    return runpy.run_path(str(REPO / "scripts" / "bench_cost.py"), run_name="bench_cost_cli")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--repeats", "0"], "repeats=0 must be >= 1"),
+        (["--methods", "vanilla,fastv_9"], "unknown methods ['fastv_9']: choose from vanilla, fastv_50"),
+        (["--batch-sizes", "0,x"], "argument --batch-sizes: '0,x' is not a comma-separated list of integers"),
+        (["--batch-sizes", "0,8"], "batch_sizes=[0, 8] must be one or more integers >= 1"),
+        (["--device", "gpu"], "device='gpu' is not a device: use cpu, cuda or cuda:N"),
+        (["--shape", "huge"], "argument --shape: invalid choice: 'huge'"),
+    ],
+)
+def test_bad_arguments_fail_before_any_work(cli, capsys, monkeypatch, argv: list[str], message: str) -> None:
+    def no_work(settings):
+        raise AssertionError("the benchmark started despite a bad argument")
+
+    monkeypatch.setitem(cli["main"].__globals__, "run_benchmark", no_work)
+    with pytest.raises(SystemExit) as exit_info:
+        cli["main"](argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_arguments_fill_the_settings(cli, tmp_path) -> None:
+    settings, out = cli["parse_args"](["--shape", "tiny", "--batch-sizes", "1,8", "--out", str(tmp_path)])
+    assert (settings.shape, settings.batch_sizes, settings.threads, out) == ("tiny", (1, 8), 1, tmp_path)
+    assert cli["parse_args"]([])[1] == REPO / "results" / "bench" / "scaled-cpu"

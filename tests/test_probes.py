@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -20,11 +21,11 @@ from himap_lmms.probes.layout import sequence_layout
 from himap_lmms.probes.plots import plot_disruption_heatmap, plot_group_flows, plot_visual_flows
 from himap_lmms.probes.saliency import FLOW_KEYS, attention_gradients, layer_flows
 from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
-from himap_lmms.tiny_llava import TinyLlavaSpec, build_tiny_llava
+from himap_lmms.tiny_llava import TINY_CHECKPOINT, build_tiny_llava
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC = TinyLlavaSpec(image_size=56, patch_size=14, text_layers=4, text_heads=4, text_kv_heads=2)
-NUM_LAYERS = SPEC.text_layers
+SPEC = replace(TINY_CHECKPOINT, image_size=56, layers=4, kv_heads=2)
+NUM_LAYERS = SPEC.layers
 QUESTION = (
     "What colour is the square?\nA. red\nB. blue\nAnswer with the option's letter from the given choices directly."
 )

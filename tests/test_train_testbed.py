@@ -19,7 +19,7 @@ from himap_lmms.tiny_llava import build_processor, build_tokenizer
 
 @pytest.fixture(scope="module")
 def parts():
-    tokenizer = build_tokenizer(train.corpus(), train.SPEC.vocab_size, isolate_newlines=True)
+    tokenizer = build_tokenizer(train.corpus(), train.SPEC.vocab, isolate_newlines=True)
     processor = build_processor(train.SPEC, tokenizer)
     letter_ids = [train.answer_token(tokenizer, letter) for letter in OPTION_LETTERS[:5]]
     return tokenizer, processor, letter_ids

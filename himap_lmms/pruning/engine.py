@@ -10,6 +10,10 @@ new token through every layer against whatever that layer cached, so pruning hap
 
 Batches are left-padded as transformers pads for generation. Each sample is ranked on its own scores and
 keeps its own budget; when samples end up with different lengths the shorter ones are left-padded again.
+
+The three parts of a pruning step run under ``torch.profiler.record_function`` labels (:data:`PRUNING_LABELS`),
+so a profiler run reads their cost back without touching the engine; with no profiler active a label is one
+cheap dispatcher call and adds no device synchronisation.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from torch.profiler import record_function
 from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 
 from himap_lmms.cost import Convention, PrefillCost, prefill_cost
@@ -32,6 +37,11 @@ from himap_lmms.llava_forward import (
 )
 from himap_lmms.pruning.config import ATTENTION_SCORES, PruningConfig
 from himap_lmms.pruning.scoring import positional_scores, score_image_tokens, select_top
+
+SCORE_LABEL = "himap_lmms.pruning.score"  # the budget and the image tokens' scores
+TOP_K_LABEL = "himap_lmms.pruning.top_k"  # which image tokens each sample keeps
+COMPACT_LABEL = "himap_lmms.pruning.compact"  # the gathers that shorten the sequence to the kept tokens
+PRUNING_LABELS = (SCORE_LABEL, TOP_K_LABEL, COMPACT_LABEL)
 
 
 @dataclass
@@ -77,13 +87,18 @@ class DecodeState:
 
 @dataclass
 class Generation:
-    """Result of :meth:`PrunedLlava.generate`: new tokens only, plus cost and optional per-step logits."""
+    """Result of :meth:`PrunedLlava.generate`: new tokens only, plus cost, optional per-step logits and the cache.
+
+    ``cache`` (with ``return_cache``) holds the keys and values of the prompt's kept tokens and of every new
+    token but the last, which was never fed back.
+    """
 
     sequences: torch.Tensor
     stats: PrefillStats
     prefill_seconds: float
     total_seconds: float
     logits: list[torch.Tensor] | None = None
+    cache: DynamicCache | None = None
 
 
 class PrunedLlava:
@@ -132,28 +147,31 @@ class PrunedLlava:
         for index, layer in enumerate(lm.layers):
             step = steps.get(index)
             if step is not None:
-                budget = torch.tensor([step.budget(n) for n in num_image], device=valid.device)
-                if step.score in ATTENTION_SCORES:
-                    scores = score_image_tokens(
-                        step.score,
-                        lm.layers[index - 1],
-                        layer_input,
-                        cache.layers[index - 1].keys,
-                        position_embeddings,
-                        valid,
-                        is_image,
-                        is_text,
+                with record_function(SCORE_LABEL):
+                    budget = torch.tensor([step.budget(n) for n in num_image], device=valid.device)
+                    if step.score in ATTENTION_SCORES:
+                        scores = score_image_tokens(
+                            step.score,
+                            lm.layers[index - 1],
+                            layer_input,
+                            cache.layers[index - 1].keys,
+                            position_embeddings,
+                            valid,
+                            is_image,
+                            is_text,
+                        )
+                    else:
+                        scores = positional_scores(step.score, is_image, budget, step.seed)
+                with record_function(TOP_K_LABEL):
+                    keep = (valid & ~is_image) | select_top(scores, is_image, budget)
+                with record_function(COMPACT_LABEL):
+                    order = _compact_order(keep)
+                    hidden = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))
+                    position_ids, is_image, is_text, source = (
+                        t.gather(1, order) for t in (position_ids, is_image, is_text, source)
                     )
-                else:
-                    scores = positional_scores(step.score, is_image, budget, step.seed)
-                keep = (valid & ~is_image) | select_top(scores, is_image, budget)
-                order = _compact_order(keep)
-                hidden = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))
-                position_ids, is_image, is_text, source = (
-                    t.gather(1, order) for t in (position_ids, is_image, is_text, source)
-                )
-                valid = keep.gather(1, order)
-                is_image, is_text = is_image & valid, is_text & valid
+                    valid = keep.gather(1, order)
+                    is_image, is_text = is_image & valid, is_text & valid
                 kept.append((source, is_image))
                 position_embeddings, mask = self._start_segment(state, segment_tokens, hidden, position_ids, valid)
             state.segment_of_layer.append(len(segment_tokens) - 1)
@@ -210,6 +228,7 @@ class PrunedLlava:
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         return_logits: bool = False,
+        return_cache: bool = False,
     ) -> Generation:
         """Prefill once, then decode with the KV cache until every sample hit EOS or ``max_new_tokens``.
 
@@ -244,6 +263,7 @@ class PrunedLlava:
             prefill_seconds=prefill_seconds,
             total_seconds=_now(input_ids.device) - start,
             logits=step_logits if return_logits else None,
+            cache=state.cache if return_cache else None,
         )
 
     def _start_segment(
