@@ -49,6 +49,7 @@ class LlavaShape:
     patch_size: int = 14
     vision_feature_layer: int = -2
     init_std: float = 0.02
+    context: int = 4096  # max_position_embeddings; the adapter refuses longer prompts
 
     @property
     def num_image_tokens(self) -> int:
@@ -95,6 +96,7 @@ def llava_config(shape: LlavaShape, **text_config: Any) -> LlavaConfig:
             intermediate_size=shape.vision_intermediate,
             image_size=shape.image_size,
             patch_size=shape.patch_size,
+            projection_dim=shape.vision_hidden,  # unused by LLaVA (no CLIP projection head); set for stable configs
         ),
         text_config=LlamaConfig(
             hidden_size=shape.hidden,
@@ -103,7 +105,7 @@ def llava_config(shape: LlavaShape, **text_config: Any) -> LlavaConfig:
             num_key_value_heads=shape.kv_heads or shape.heads,
             intermediate_size=shape.intermediate,
             vocab_size=shape.vocab,
-            max_position_embeddings=4096,
+            max_position_embeddings=shape.context,
             initializer_range=shape.init_std,
             **text_config,
         ),

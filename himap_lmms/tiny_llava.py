@@ -44,6 +44,7 @@ _BASE_CORPUS = [
 TINY_CHECKPOINT = LlavaShape(
     "tiny-checkpoint", hidden=64, layers=12, heads=4, intermediate=128, vocab=600,
     vision_hidden=32, vision_layers=1, vision_heads=2, vision_intermediate=64, vision_feature_layer=-1,
+    context=2048,
 )  # fmt: skip
 
 

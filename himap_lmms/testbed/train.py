@@ -72,6 +72,7 @@ SPEC = LlavaShape(
     # At transformers' 0.02 a 128-wide decoder starts with near-uniform attention and learns slowly: in 500-step
     # A/B runs, 0.06 reached 52.0 % check accuracy against 43.3 % (and 41.3 vs 33.0 % at step 250).
     init_std=0.06,
+    context=2048,
 )
 SEED = 0  # of the random init and of Python's generator
 # Seeds of the generator: the shipped held-out split uses make_sample_data.py's seed, never one of these.
