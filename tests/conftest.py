@@ -1,7 +1,13 @@
-"""Shared fixtures: a tiny LLaVA with LLaVA-1.5's 576 image tokens, built and saved locally once per session."""
+"""Shared fixtures: a tiny LLaVA with LLaVA-1.5's 576 image tokens, built and saved locally once per session.
+
+The engine tests run where ``--engine-device``, ``--engine-dtype`` and ``--engine-attn`` say: by default on the
+CPU in float64 with SDPA, where their equalities are exact; ``scripts/gpu_check.sh`` runs them on CUDA in bfloat16
+and float32 with every kernel the engine supports.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -9,6 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from himap_lmms.llava_forward import SUPPORTED_ATTENTION
 from himap_lmms.tiny_llava import build_tiny_llava
 
 QUESTIONS = [
@@ -18,6 +25,60 @@ QUESTIONS = [
     "Which shape is on the left?\nA. circle\nB. triangle\nC. square\n"
     "Answer with the option's letter from the given choices directly.",
 ]
+
+
+# Below float64, the largest logit difference allowed between two code paths, and how far (relative to the k-th
+# best score) an image token's score may lie from the cut-off when only one of two rankings keeps it. About 4x and
+# 30x what the engine tests needed on the CPU: logits (|logit| < 0.5) 7.8e-3 apart in bfloat16, 3e-7 in float32;
+# tokens kept by one ranking only at most 1.2e-3 from the cut-off in bfloat16, none in float32.
+LOGIT_TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 3e-2}
+SCORE_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-3}
+
+
+@dataclass(frozen=True)
+class EngineTarget:
+    """Where the engine tests run: device, dtype and attention kernel of the model under test."""
+
+    device: torch.device
+    dtype: torch.dtype
+    attention: str
+
+    @property
+    def exact(self) -> bool:
+        """float64 keeps near-uniform random attention rankings and logits stable across code paths."""
+        return self.dtype == torch.float64
+
+    @property
+    def score_tolerance(self) -> float:
+        return SCORE_TOLERANCE[self.dtype]
+
+    def assert_logits_close(self, actual: torch.Tensor, expected: torch.Tensor, atol: float = 0.0) -> None:
+        """Within ``atol``, the float64 bound each test states (0: bitwise); below float64, the dtype's tolerance."""
+        tolerance = atol if self.exact else LOGIT_TOLERANCE[self.dtype]
+        torch.testing.assert_close(actual, expected, rtol=0, atol=tolerance)
+
+
+CPU_FLOAT64 = EngineTarget(torch.device("cpu"), torch.float64, "sdpa")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("engine", "where the engine tests run (scripts/gpu_check.sh sets these on a GPU)")
+    group.addoption("--engine-device", default="cpu", help="torch device of the engine tests' model (default cpu)")
+    group.addoption("--engine-dtype", default="float64", choices=["float64", "float32", "bfloat16"])
+    group.addoption(
+        "--engine-attn", default="sdpa", choices=SUPPORTED_ATTENTION, help="the model's attn_implementation"
+    )
+
+
+@pytest.fixture(scope="session")
+def target(pytestconfig: pytest.Config, record_testsuite_property) -> EngineTarget:
+    """The ``--engine-*`` options, also written to a JUnit report, which scripts/gpu_check.py checks against."""
+    device = torch.device(pytestconfig.getoption("--engine-device"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(f"--engine-device={device} but torch {torch.__version__} sees no CUDA device")
+    dtype_name, attention = pytestconfig.getoption("--engine-dtype"), pytestconfig.getoption("--engine-attn")
+    record_testsuite_property("engine_target", f"{device} {dtype_name} {attention}")
+    return EngineTarget(device, getattr(torch, dtype_name), attention)
 
 
 def draw_image(seed: int, size: int = 336) -> Image.Image:
@@ -48,8 +109,29 @@ def model64(tiny_llava_dir: Path) -> LlavaForConditionalGeneration:
     return LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, dtype=torch.float64).eval()
 
 
-def encode(processor, questions: list[str], images: list[Image.Image | None], dtype=torch.float64) -> dict:
-    """Left-padded inputs in the vicuna format; a None image gives a text-only prompt."""
+def load_model(tiny_llava_dir: Path, target: EngineTarget, attention: str) -> LlavaForConditionalGeneration:
+    model = LlavaForConditionalGeneration.from_pretrained(
+        tiny_llava_dir, dtype=target.dtype, attn_implementation=attention
+    )
+    return model.to(target.device).eval()
+
+
+@pytest.fixture(scope="session")
+def model(tiny_llava_dir: Path, target: EngineTarget) -> LlavaForConditionalGeneration:
+    """The model under test: the tiny LLaVA on the target's device, dtype and attention kernel."""
+    return load_model(tiny_llava_dir, target, target.attention)
+
+
+@pytest.fixture(scope="session")
+def eager_model(tiny_llava_dir: Path, target: EngineTarget) -> LlavaForConditionalGeneration:
+    """The same weights with eager attention (the slow reference needs its probabilities), on the target."""
+    return load_model(tiny_llava_dir, target, "eager")
+
+
+def encode(
+    processor, questions: list[str], images: list[Image.Image | None], target: EngineTarget = CPU_FLOAT64
+) -> dict:
+    """Left-padded inputs in the vicuna format, on the target's device and dtype; a None image: a text-only prompt."""
     prompts = [
         processor.apply_chat_template(
             [{"role": "user", "content": ("<image>\n" if image is not None else "") + question}],
@@ -62,4 +144,4 @@ def encode(processor, questions: list[str], images: list[Image.Image | None], dt
     inputs = processor(
         images=present or None, text=prompts, return_tensors="pt", padding=True, add_special_tokens=False
     )
-    return dict(inputs.to("cpu", dtype))
+    return dict(inputs.to(target.device, target.dtype))
