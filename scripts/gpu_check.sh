@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU verification in one command, offline: the engine tests on CUDA (bfloat16 and float32, SDPA and eager), the
 # cost benchmark at the LLaVA-1.5-7B (batch 1 and 8) and 13B (batch 1) shapes with random weights, and lmms-eval
-# runs of the bundled testbed on CUDA (vanilla and HiMAP, batch 8). About 8 minutes on one H100/H200-class GPU.
-# Every output goes under OUT (summary.md first); the exit status is non-zero when a step failed, and the last
-# line names the failed steps. The steps and how each is judged: scripts/gpu_check.py.
+# runs of the bundled testbed on CUDA (vanilla and HiMAP, batch 8). Sized for 8 minutes of one H100/H200-class GPU.
+# Every output goes under OUT, a new or empty folder (summary.md first, with the GPU goals as measured); the exit
+# status is non-zero when a step failed, and the last line names the failed steps. The steps and how each is
+# judged: scripts/gpu_check.py.
 #
 #   bash scripts/gpu_check.sh OUT          # on a machine with one CUDA GPU
 #   bash scripts/gpu_check.sh --dry OUT    # CPU, tiny sizes, to keep this script working (tests/test_gpu_check.py)
