@@ -31,17 +31,16 @@ import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
 import torch
 from packaging.requirements import Requirement
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
-from sweep import load_presets, model_args  # noqa: E402
-
-from himap_lmms.llava_forward import SUPPORTED_ATTENTION  # noqa: E402
+from himap_lmms.leaderboard import OK
+from himap_lmms.llava_forward import SUPPORTED_ATTENTION
+from himap_lmms.sweep import CONFIGS, REPO, judge_run, load_presets, model_args, resolve_model
 
 TASK = "scienceqa_img_himap_local"
 BENCH_METHODS = ("vanilla", "himap_ref", "himap_25")
@@ -77,7 +76,7 @@ def engine_steps(out: Path, device: str, dry: bool) -> list[Step]:
             Step(
                 f"engine-{dtype}-{attention}",
                 [*python, *options, f"--junitxml={report}"],
-                lambda report=report, target=f"{device} {dtype} {attention}": judge_junit(report, target),
+                partial(judge_junit, report, f"{device} {dtype} {attention}"),
                 timeout=120 if dry else 150,
             )
         )
@@ -114,7 +113,7 @@ def bench_steps(out: Path, device: str, dry: bool) -> list[Step]:
             Step(
                 f"bench-{shape}",
                 [*script, "--shape", shape, "--batch-sizes", batches, "--out", str(folder)],
-                lambda folder=folder, batches=batches: judge_bench(folder / "bench.json", batches.split(",")),
+                partial(judge_bench, folder / "bench.json", batches.split(",")),
                 timeout=120 if dry else 300,
             )
         )
@@ -181,8 +180,13 @@ def goals(path: Path) -> list[dict]:
 
 
 def lmms_steps(out: Path, device: str, dry: bool) -> list[Step]:
-    (testbed,) = load_presets(REPO / "configs" / "models.yaml", "model", ["testbed"]).values()
-    presets = load_presets(REPO / "configs" / "methods.yaml", "method", list(LMMS_PRESETS))
+    """The testbed's model preset with the vanilla and HiMAP method presets, as the sweep would run them.
+
+    ``python -m lmms_eval`` rather than the ``lmms-eval`` script, which a wheel installed with ``--target`` leaves in
+    a ``bin`` folder off the PATH.
+    """
+    _, testbed = resolve_model("testbed")
+    presets = load_presets(CONFIGS / "methods.yaml", "method", LMMS_PRESETS)
     steps = []
     for preset, method in presets.items():
         folder = out / "lmms" / preset
@@ -190,21 +194,20 @@ def lmms_steps(out: Path, device: str, dry: bool) -> list[Step]:
         command = [sys.executable, "-m", "lmms_eval", "eval", "--model", "himap_llava", "--model_args", arguments]
         command += ["--tasks", TASK, "--include_path", str(REPO / "tasks"), "--batch_size", "8"]
         command += ["--output_path", str(folder), "--log_samples"] + (["--limit", "8"] if dry else [])
-        steps.append(Step(f"lmms-{preset}", command, lambda folder=folder: judge_lmms(folder), timeout=300))
+        log = out / "logs" / f"lmms-{preset}.log"
+        steps.append(Step(f"lmms-{preset}", command, partial(judge_lmms, folder, log), timeout=300))
     return steps
 
 
-def judge_lmms(folder: Path) -> str | None:
-    found = sorted(folder.rglob("*_results.json"))
-    if not found:
-        return f"no *_results.json under {folder}"
-    results = json.loads(found[-1].read_text())
-    if TASK not in results.get("results", {}):
-        return f"{found[-1].name} has no results for {TASK}"
-    missing = [key for key in THROUGHPUT_KEYS if key not in results.get("throughput", {})]
-    if missing:
-        return f"{found[-1].name} lacks throughput keys {missing}"
-    return None
+def judge_lmms(folder: Path, log: Path) -> str | None:
+    """The sweep's judgement of a run (one results file, the task answered, with its reason from the log when not),
+    and the cost metrics in its ``throughput`` block."""
+    status, results = judge_run(folder, (TASK,), log)
+    if status != OK:
+        return status
+    throughput = json.loads((folder.parent / results).read_text()).get("throughput", {})
+    missing = [key for key in THROUGHPUT_KEYS if key not in throughput]
+    return f"{results} lacks throughput keys {missing}" if missing else None
 
 
 def run_step(step: Step, logs: Path, seconds_left: float) -> dict:

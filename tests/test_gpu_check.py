@@ -112,9 +112,13 @@ def test_lmms_eval_runs_have_the_task_and_the_cost_metrics(dry_run, preset) -> N
 
 
 def test_judges_name_what_is_wrong(tmp_path: Path) -> None:
-    assert gpu_check.judge_lmms(tmp_path) == f"no *_results.json under {tmp_path}"
-    (tmp_path / "run_results.json").write_text(json.dumps({"results": {gpu_check.TASK: {}}, "throughput": {}}))
-    assert "lacks throughput keys ['avg_flops_ratio'" in gpu_check.judge_lmms(tmp_path)
+    run, log = tmp_path / "run", tmp_path / "run.log"
+    log.write_text("Traceback (most recent call last):\nValueError: dtype='float13' is not a torch dtype\n")
+    assert gpu_check.judge_lmms(run, log) == "failed: ValueError: dtype='float13' is not a torch dtype"
+    run.mkdir()
+    results = {"results": {gpu_check.TASK: {}}, "n-samples": {gpu_check.TASK: {"effective": 8}}, "throughput": {}}
+    (run / "x_results.json").write_text(json.dumps(results))
+    assert gpu_check.judge_lmms(run, log).startswith("run/x_results.json lacks throughput keys ['avg_flops_ratio'")
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"batches": {"1": {"vanilla": {}}}, "reference_style": {}}))
     assert gpu_check.judge_bench(bench, ["1"]) == f"batch 1 lacks ['himap_25', 'himap_ref'] in {bench}"
