@@ -6,7 +6,8 @@ failed run). The steps on a GPU, sized for 8 minutes of one H100/H200-class card
 
 1. ``engine-<dtype>-<attention>``: ``tests/test_engine.py`` on the device, in bfloat16 and float32, with each
    attention kernel the engine supports (``SUPPORTED_ATTENTION``: SDPA and eager; FlashAttention takes no 4D mask,
-   so the engine refuses it). Judged by the JUnit XML: tests ran, none failed.
+   so the engine refuses it, and PyPI has no binary flash-attn wheel to install offline anyway). Judged by the
+   JUnit XML: tests ran, none failed, on the device, dtype and kernel asked for.
 2. ``bench-7b``, ``bench-13b``: ``scripts/bench_cost.py`` at the LLaVA-1.5-7B shape (batch 1 and 8) and the 13B
    shape (batch 1), vanilla, the reference setting and 2/144 8/36, with the reference-style mode. Judged by
    ``bench.json``: every batch has every method, and the reference style ran.
