@@ -3,7 +3,7 @@
 # scripts/gpu_check.sh to install on a GPU machine that has a CUDA PyTorch but no registry. Run it where the registry
 # is reachable. Binary wheels only, for that machine's CPython (GPU_PYTHON, default 3.12) on x86-64 Linux; no
 # dependencies are resolved: the list names each package that machine lacks. The project's wheel carries the
-# lmms-eval entry point and the pins that gpu_check.py checks; its code is taken from the working tree at run time.
+# lmms-eval entry point and the pins that himap_lmms/gpu_check.py checks; its code is taken from the working tree at run time.
 #
 #   bash scripts/fetch_gpu_wheels.sh .whl
 set -euo pipefail

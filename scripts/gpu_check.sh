@@ -4,7 +4,7 @@
 # runs of the bundled testbed on CUDA (vanilla and HiMAP, batch 8). Sized for 8 minutes of one H100/H200-class GPU.
 # Every output goes under OUT, a new or empty folder (summary.md first, with the GPU goals as measured); the exit
 # status is non-zero when a step failed, and the last line names the failed steps. The steps and how each is
-# judged: scripts/gpu_check.py.
+# judged: himap_lmms/gpu_check.py.
 #
 #   bash scripts/gpu_check.sh OUT          # on a machine with one CUDA GPU
 #   bash scripts/gpu_check.sh --dry OUT    # CPU, tiny sizes, to keep this script working (tests/test_gpu_check.py)
@@ -34,4 +34,4 @@ else
   export PYTHONPATH=$repo:$site
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-exec "$python" scripts/gpu_check.py "$@"
+exec "$python" -m himap_lmms.gpu_check "$@"

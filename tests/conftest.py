@@ -72,7 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config, record_testsuite_property) -> EngineTarget:
-    """The ``--engine-*`` options, also written to a JUnit report, which scripts/gpu_check.py checks against."""
+    """The ``--engine-*`` options, also written to a JUnit report, which himap_lmms/gpu_check.py checks against."""
     device = torch.device(pytestconfig.getoption("--engine-device"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError(f"--engine-device={device} but torch {torch.__version__} sees no CUDA device")

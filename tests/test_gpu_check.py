@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from himap_lmms import gpu_check
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
-import gpu_check  # noqa: E402
 
 STEPS = ["engine-float32-sdpa", "bench-tiny", "lmms-vanilla", "lmms-himap_ref"]
 
