@@ -41,7 +41,14 @@ def embed_multimodal(
     features = model.model.get_image_features(
         pixel_values=pixel_values.to(embeds.dtype), image_sizes=image_sizes, return_dict=True
     ).pooler_output
-    features = torch.cat(list(features), dim=0).to(embeds.device, embeds.dtype)
+    return write_image_features(model, input_ids, embeds, torch.cat(list(features), dim=0))
+
+
+def write_image_features(
+    model: PreTrainedModel, input_ids: torch.Tensor, embeds: torch.Tensor, features: torch.Tensor
+) -> torch.Tensor:
+    """``embeds`` with ``features`` (one row per image placeholder, in reading order) over the placeholders."""
+    features = features.to(embeds.device, embeds.dtype)
     mask = model.model.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=features)
     return embeds.masked_scatter(mask, features)
 

@@ -119,3 +119,18 @@ def test_adapter_loads_llava_next(next_dir) -> None:
     )
     (result,) = adapter.generate_until([request])
     assert result.token_counts.input_tokens > 16
+
+
+def test_later_methods_follow_each_samples_image_tokens(next_dir, batch) -> None:
+    """DART and PyramidDrop budgets follow each sample's tile count; VisionZip-style selection is refused."""
+    model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, dtype=torch.float64).eval()
+    images = (batch["input_ids"] == model.config.image_token_id).sum(dim=1).tolist()
+    dart = PrunedLlava(model, PruningConfig.dart(k=1, ratio=0.25, pivots=4)).generate(**batch, max_new_tokens=1)
+    pyramid = PrunedLlava(model, PruningConfig.pyramiddrop(stages=2)).generate(**batch, max_new_tokens=1)
+    for b, count in enumerate(images):
+        assert dart.stats.kept[0][b].numel() == round(0.25 * count)
+        assert [kept[b].numel() for kept in pyramid.stats.kept] == [round(0.5 * count), round(0.25 * count)]
+    with pytest.raises(
+        ValueError, match=r"method=visionzip supports llava \(LLaVA-1.5\) checkpoints, not 'llava_next'"
+    ):
+        PrunedLlava(model, PruningConfig.visionzip())

@@ -24,6 +24,19 @@ from himap_lmms.pruning import PrunedLlava, PruningConfig
         ("fastv", {"keep": 2.5}, r"keep=2.5 is not an integer"),
         ("fastv", {"k1": 2}, r"k1 is not an argument of method=fastv \(it takes k, keep, ratio\)"),
         ("none", {"keep": 10}, r"keep is not an argument of method=none \(it takes no pruning arguments\)"),
+        ("dart", {"pivots": 0}, r"pivots=0 is out of range: it must be an integer >= 1"),
+        ("dart", {"k": 0}, r"k=0 is out of range: it must be an integer >= 1"),
+        ("dart", {"ratio": 1.5}, r"ratio=1.5 is out of range: it must be in \(0, 1\]"),
+        ("dart", {"k1": 2}, r"k1 is not an argument of method=dart \(it takes k, keep, ratio, pivots\)"),
+        ("pyramiddrop", {"ratio": 0}, r"ratio=0 is out of range: it must be in \(0, 1\]"),
+        ("pyramiddrop", {"stages": 0}, r"stages=0 is out of range: it must be an integer >= 1"),
+        ("pyramiddrop", {"layers": "8/8"}, r"layers=8/8 must be strictly increasing"),
+        ("pyramiddrop", {"layers": "0/8"}, r"layers=0/8 is out of range: each must be an integer >= 1"),
+        ("pyramiddrop", {"layers": "8,16"}, r"layers='8,16' is not a list of layers such as 8/16/24"),
+        ("pyramiddrop", {"layers": "8/16", "stages": 2}, r"give either layers .* or stages .*, not both"),
+        ("visionzip", {"contextual": 1.0}, r"contextual=1.0 is out of range: it must be in \[0, 1\)"),
+        ("visionzip", {"keep": 0}, r"keep=0 is out of range: it must be an integer >= 1"),
+        ("visionzip", {"k": 2}, r"k is not an argument of method=visionzip \(it takes keep, ratio, contextual\)"),
     ],
 )
 def test_invalid_args_name_the_argument(method: str, args: dict, message: str) -> None:
@@ -67,3 +80,29 @@ def test_baselines_validate_like_the_methods_they_mirror() -> None:
         PruningConfig.from_args("input", k=2)
     config = PruningConfig.from_args("random", seed="7")
     assert [(s.layer, s.score, s.seed) for s in config.steps] == [(2, "random", 7), (8, "random", 7)]
+
+
+@pytest.mark.parametrize(("num_layers", "layers"), [(32, [8, 16, 24]), (40, [10, 20, 30]), (12, [3, 6, 9])])
+def test_pyramiddrop_default_stages_follow_the_depth(num_layers: int, layers: list[int]) -> None:
+    config = PruningConfig.from_args("pyramiddrop")
+    assert config.describe() == "pyramiddrop(stages=3,ratio=0.5)"
+    bound = config.for_depth(num_layers)
+    assert [step.layer for step in bound.steps] == layers
+    assert [step.budget(576) for step in bound.steps] == [288, 144, 72]
+    assert bound.describe() == f"pyramiddrop(layers={'/'.join(map(str, layers))},ratio=0.5)"
+
+
+def test_pyramiddrop_layers_are_checked_against_the_model(model64) -> None:
+    explicit = PruningConfig.from_args("pyramiddrop", layers="2/5/9", ratio="0.4")
+    assert explicit.for_depth(12) == explicit
+    assert [step.budget(576) for step in explicit.steps] == [230, 92, 37]
+    with pytest.raises(ValueError, match=r"layers=8/16/24 is out of range: the model has 12 decoder layers"):
+        PrunedLlava(model64, PruningConfig.from_args("pyramiddrop", layers="8/16/24"))
+    with pytest.raises(ValueError, match=r"stages=4 does not fit a model with 3 decoder layers: .* layers 1/1/2/2"):
+        PruningConfig.from_args("pyramiddrop", stages=4).for_depth(3)
+
+
+def test_later_methods_describe_themselves() -> None:
+    assert PruningConfig.from_args("dart", keep="64").describe() == "dart(k=2,keep=64,pivots=8)"
+    assert PruningConfig.from_args("visionzip").describe() == "visionzip(ratio=0.25,contextual=0.15625)"
+    assert PruningConfig.from_args("visionzip", keep=64, contextual="0").steps[0].contextual == 0.0

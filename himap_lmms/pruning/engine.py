@@ -7,6 +7,9 @@ tokens are scored from the previous layer's attention (:mod:`himap_lmms.pruning.
 compacted to the kept tokens. Kept tokens stay in order and keep their position ids, so RoPE sees the
 positions the unpruned model would. Layers after a step cache only the kept tokens; decoding then runs each
 new token through every layer against whatever that layer cached, so pruning happens once, in the prefill.
+Methods differ only in the score of a step: DART's reads the previous layer's keys and the hidden states,
+and VisionZip-style selection is made in the vision tower (:mod:`himap_lmms.pruning.visionzip`), so its
+step before layer 0 just keeps the placeholder slots chosen there.
 
 Batches are left-padded as transformers pads for generation. Each sample is ranked on its own scores and
 keeps its own budget; when samples end up with different lengths the shorter ones are left-padded again.
@@ -36,7 +39,8 @@ from himap_lmms.llava_forward import (
     position_ids_of,
 )
 from himap_lmms.pruning.config import ATTENTION_SCORES, PruningConfig
-from himap_lmms.pruning.scoring import positional_scores, score_image_tokens, select_top
+from himap_lmms.pruning.scoring import duplication_scores, positional_scores, score_image_tokens, select_top
+from himap_lmms.pruning.visionzip import check_visionzip, visionzip_embeddings
 
 SCORE_LABEL = "himap_lmms.pruning.score"  # the budget and the image tokens' scores
 TOP_K_LABEL = "himap_lmms.pruning.top_k"  # which image tokens each sample keeps
@@ -106,10 +110,11 @@ class PrunedLlava:
 
     def __init__(self, model: PreTrainedModel, config: PruningConfig) -> None:
         self.model = model
-        self.config = config
         self.language_model = language_model_of(model)
-        config.check_num_layers(len(self.language_model.layers))
+        self.config = config.for_depth(len(self.language_model.layers))
         check_attention(model, "the pruning engine")
+        if config.method == "visionzip":
+            check_visionzip(model)
         # SDPA applies the causal mask itself when given none; eager attention only adds the mask it is given.
         self._explicit_causal_mask = self.language_model.config._attn_implementation == "eager"
         self.image_token_id = model.config.image_token_id
@@ -129,7 +134,10 @@ class PrunedLlava:
         valid = attention_mask.bool()
         if not bool(valid[:, -1].all()):
             raise ValueError("attention_mask has right padding: pad prompts on the left (padding_side='left')")
-        hidden = embed_multimodal(self.model, input_ids, pixel_values, image_sizes)
+        if self.config.method == "visionzip":
+            hidden, chosen = visionzip_embeddings(self.model, input_ids, pixel_values, self.config.steps[0])
+        else:
+            hidden = embed_multimodal(self.model, input_ids, pixel_values, image_sizes)
         batch, length = input_ids.shape
         position_ids = position_ids_of(valid)
         is_image = (input_ids == self.image_token_id) & valid
@@ -160,6 +168,11 @@ class PrunedLlava:
                             is_image,
                             is_text,
                         )
+                    elif step.score == "duplication":
+                        keys = cache.layers[index - 1].keys
+                        scores = duplication_scores(hidden, keys, is_image, budget, step.pivots)
+                    elif step.score == "class_token":  # chosen in the vision tower, per image
+                        scores, budget = chosen.float(), chosen.sum(dim=1)
                     else:
                         scores = positional_scores(step.score, is_image, budget, step.seed)
                 with record_function(TOP_K_LABEL):

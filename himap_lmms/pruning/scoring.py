@@ -10,6 +10,9 @@ input, and the keys the layer has just written to the KV cache. That is ``rows x
 The rows are taken a block at a time and reduced to the per-key score at once, so the probabilities held at
 any moment are ``batch x heads x head_dim x n`` floats: the size of one layer's hidden states, whatever the
 prompt's length. A 12k-token prompt whose text rows were all taken together would need gigabytes here.
+
+DART's score (:func:`duplication_scores`) needs no attention at all: the previous layer's cached keys pick its
+pivots, and cosine similarity to them ranks the rest.
 """
 
 from __future__ import annotations
@@ -99,6 +102,35 @@ def row_block_size(layer: nn.Module) -> int:
     """Query rows scored at a time: ``head_dim``, so that ``heads x rows`` probabilities per key equal the
     hidden size and the block costs what the layer's own hidden states cost."""
     return layer.self_attn.head_dim
+
+
+def duplication_scores(
+    hidden: torch.Tensor, keys: torch.Tensor, is_image: torch.Tensor, budget: torch.Tensor, pivots: int
+) -> torch.Tensor:
+    """DART's score: how little each image token duplicates the sample's pivot tokens.
+
+    The pivots are each sample's ``min(pivots, budget)`` image tokens with the largest key norm (all heads of
+    ``keys``, the previous layer's); they score ``+inf`` so they are always kept. Every other image token
+    scores minus its highest cosine similarity to a pivot, in ``hidden`` (the states entering the pruning
+    layer): the tokens least like any pivot carry what the pivots do not, so they go on.
+
+    Args:
+        hidden: ``(batch, n, hidden)``. keys: ``(batch, kv_heads, n, head_dim)``.
+        is_image: ``(batch, n)``. budget: ``(batch,)`` image tokens each sample keeps.
+    """
+    dtype = torch.promote_types(hidden.dtype, torch.float32)
+    key_norm = keys.to(is_image.device, dtype).transpose(1, 2).flatten(2).norm(dim=-1)
+    is_pivot = select_top(key_norm, is_image, budget.clamp(max=pivots))
+    most = int(is_pivot.sum(dim=1).max())
+    if most == 0:
+        return torch.zeros(is_image.shape, dtype=dtype, device=is_image.device)
+    # each row's pivot positions first (a row with fewer pivots pads with non-pivots, masked below)
+    index = torch.sort(is_pivot.int(), dim=1, descending=True, stable=True).indices[:, :most]
+    present = is_pivot.gather(1, index)
+    unit = torch.nn.functional.normalize(hidden.to(dtype), dim=-1)
+    pivot_unit = unit.gather(1, index[..., None].expand(-1, -1, unit.shape[-1]))
+    similarity = torch.einsum("bnd,bpd->bnp", unit, pivot_unit).masked_fill(~present[:, None, :], float("-inf"))
+    return (-similarity.amax(dim=-1)).masked_fill(is_pivot, float("inf"))
 
 
 def positional_scores(kind: Score, is_image: torch.Tensor, budget: torch.Tensor, seed: int) -> torch.Tensor:
