@@ -14,9 +14,11 @@ import torch
 import yaml
 from conftest import QUESTIONS, draw_image, encode
 from test_engine import generate, merged_embeddings, reference_kept, reference_logits, run_layers
+from transformers import LlavaForConditionalGeneration
 
 from himap_lmms.cost import prefill_cost
-from himap_lmms.pruning import PruningConfig
+from himap_lmms.pruning import PrunedLlava, PruningConfig
+from himap_lmms.tiny_llava import TinyLlavaSpec, build_tiny_llava
 
 LAYERS = 12
 IMAGE_TOKENS = 576
@@ -202,6 +204,45 @@ def test_visionzip_matches_its_reference(model64, eager64, batch, keep, contextu
         ),
         batch,
     )
+
+
+def test_visionzip_reads_llava_15s_feature_layer(tmp_path, processor) -> None:
+    """LLaVA-1.5 reads CLIP's second-to-last layer (-2): the class token's attention must come from that layer."""
+    directory = build_tiny_llava(tmp_path, TinyLlavaSpec(vision_layers=2), corpus=QUESTIONS)
+    model, eager = (
+        LlavaForConditionalGeneration.from_pretrained(
+            directory, dtype=torch.float64, attn_implementation=kernel, vision_feature_layer=-2
+        ).eval()
+        for kernel in ("sdpa", "eager")
+    )
+    inputs = encode(processor, QUESTIONS[:1], [draw_image(4)])
+    result = generate(model, PruningConfig.visionzip(keep=64), inputs, 1)
+    kept, vectors = visionzip_reference(eager, inputs, 64, 10 / 64)
+    assert result.stats.kept[0][0].tolist() == kept
+    expected = visionzip_reference_logits(eager, inputs, kept, vectors, inputs["input_ids"][0, :0])
+    torch.testing.assert_close(result.logits[0][0], expected, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"method=visionzip needs one vision_feature_layer after the embeddings"):
+        PrunedLlava(
+            LlavaForConditionalGeneration.from_pretrained(directory, vision_feature_layer=-3), PruningConfig.visionzip()
+        )
+
+
+def test_visionzip_selects_each_image_of_a_prompt_on_its_own(model64, processor) -> None:
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": "<image>\n<image>\n" + QUESTIONS[0]}], add_generation_prompt=True, tokenize=False
+    )
+    images = [draw_image(3), draw_image(4)]
+    inputs = processor(images=images, text=[prompt], return_tensors="pt", add_special_tokens=False)
+    result = generate(model64, PruningConfig.visionzip(keep=64), dict(inputs.to("cpu", torch.float64)), 1)
+    slots = (inputs["input_ids"][0] == model64.config.image_token_id).nonzero().flatten()
+    kept = result.stats.kept[0][0]
+    for image, first in zip(images, (0, IMAGE_TOKENS)):
+        alone = encode(processor, QUESTIONS[:1], [image])
+        alone_kept = generate(model64, PruningConfig.visionzip(keep=64), alone, 1).stats.kept[0][0]
+        alone_slots = (alone["input_ids"][0] == model64.config.image_token_id).nonzero().flatten()
+        mine = kept[(kept >= slots[first]) & (kept <= slots[first + IMAGE_TOKENS - 1])]
+        assert (mine - slots[first]).tolist() == (alone_kept - alone_slots[0]).tolist()
+        assert mine.numel() == 64
 
 
 @pytest.mark.parametrize(

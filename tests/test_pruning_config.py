@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from himap_lmms.pruning import PrunedLlava, PruningConfig
+from himap_lmms.pruning import PrunedLlava, PruningConfig, split_pruning_args
 
 
 @pytest.mark.parametrize(
@@ -106,3 +106,15 @@ def test_later_methods_describe_themselves() -> None:
     assert PruningConfig.from_args("dart", keep="64").describe() == "dart(k=2,keep=64,pivots=8)"
     assert PruningConfig.from_args("visionzip").describe() == "visionzip(ratio=0.25,contextual=0.15625)"
     assert PruningConfig.from_args("visionzip", keep=64, contextual="0").steps[0].contextual == 0.0
+
+
+def test_later_methods_arguments_pass_through_model_args() -> None:
+    """What lmms-eval parses from ``method=pyramiddrop,layers=3/6/9,...`` reaches the config, the rest does not."""
+    args = {"method": "pyramiddrop", "layers": "3/6/9", "ratio": 0.5, "pretrained": "x", "batch_size": 2}
+    pruning, rest = split_pruning_args(args)
+    assert rest == {"pretrained": "x", "batch_size": 2}
+    assert PruningConfig.from_args(**pruning).describe() == "pyramiddrop(layers=3/6/9,ratio=0.5)"
+    pruning, _ = split_pruning_args({"method": "dart", "pivots": 4, "keep": "64"})
+    assert PruningConfig.from_args(**pruning).describe() == "dart(k=2,keep=64,pivots=4)"
+    pruning, _ = split_pruning_args({"method": "visionzip", "contextual": 0.25})
+    assert PruningConfig.from_args(**pruning).describe() == "visionzip(ratio=0.25,contextual=0.25)"

@@ -44,11 +44,19 @@ def check_visionzip(model: PreTrainedModel) -> None:
             f"not {config.vision_config.model_type!r}"
         )
     layer = config.vision_feature_layer
-    if not isinstance(layer, int) or config.vision_feature_select_strategy != "default" or layer == 0:
+    strategy = config.vision_feature_select_strategy
+    if not isinstance(layer, int) or strategy != "default" or feature_index(model) < 1:
         raise ValueError(
             "method=visionzip needs one vision_feature_layer after the embeddings and "
-            f"vision_feature_select_strategy='default' (got {layer!r}, {config.vision_feature_select_strategy!r})"
+            f"vision_feature_select_strategy='default' (got {layer!r}, {strategy!r})"
         )
+
+
+def feature_index(model: PreTrainedModel) -> int:
+    """Index in the tower's ``hidden_states`` of the features LLaVA reads; tower layer ``index - 1`` makes them
+    (LLaVA-1.5's -2 is the output of the second-to-last layer)."""
+    layer = model.config.vision_feature_layer
+    return layer if layer >= 0 else len(model.model.vision_tower.encoder.layers) + 1 + layer
 
 
 def visionzip_embeddings(
@@ -75,11 +83,9 @@ def select_tokens(
     and ``(images, P)`` the slots kept (dominant and targets)."""
     tower = model.model.vision_tower
     states = tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
-    layers = tower.encoder.layers
-    feature = model.config.vision_feature_layer
-    feature = feature if feature >= 0 else len(layers) + 1 + feature  # index into states; layer feature-1 made it
+    feature = feature_index(model)
     features = states[feature][:, 1:].clone()
-    class_attention, keys = _class_attention_and_keys(layers[feature - 1], states[feature - 1])
+    class_attention, keys = _class_attention_and_keys(tower.encoder.layers[feature - 1], states[feature - 1])
     images, patches = class_attention.shape
     total = step.budget(patches)
     contextual = round(step.contextual * total)
