@@ -7,6 +7,7 @@ left-padded batch, and give the same logits.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from transformers import LlavaForConditionalGeneration
 
 from himap_lmms.cost import prefill_cost
 from himap_lmms.pruning import PrunedLlava, PruningConfig
-from himap_lmms.tiny_llava import TinyLlavaSpec, build_tiny_llava
+from himap_lmms.tiny_llava import TINY_CHECKPOINT, build_tiny_llava
 
 LAYERS = 12
 IMAGE_TOKENS = 576
@@ -208,11 +209,10 @@ def test_visionzip_matches_its_reference(model64, eager64, batch, keep, contextu
 
 def test_visionzip_reads_llava_15s_feature_layer(tmp_path, processor) -> None:
     """LLaVA-1.5 reads CLIP's second-to-last layer (-2): the class token's attention must come from that layer."""
-    directory = build_tiny_llava(tmp_path, TinyLlavaSpec(vision_layers=2), corpus=QUESTIONS)
+    shape = replace(TINY_CHECKPOINT, vision_layers=2, vision_feature_layer=-2)
+    directory = build_tiny_llava(tmp_path, shape, corpus=QUESTIONS)
     model, eager = (
-        LlavaForConditionalGeneration.from_pretrained(
-            directory, dtype=torch.float64, attn_implementation=kernel, vision_feature_layer=-2
-        ).eval()
+        LlavaForConditionalGeneration.from_pretrained(directory, dtype=torch.float64, attn_implementation=kernel).eval()
         for kernel in ("sdpa", "eager")
     )
     inputs = encode(processor, QUESTIONS[:1], [draw_image(4)])

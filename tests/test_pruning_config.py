@@ -28,7 +28,7 @@ from himap_lmms.pruning import PrunedLlava, PruningConfig, split_pruning_args
         ("dart", {"k": 0}, r"k=0 is out of range: it must be an integer >= 1"),
         ("dart", {"ratio": 1.5}, r"ratio=1.5 is out of range: it must be in \(0, 1\]"),
         ("dart", {"k1": 2}, r"k1 is not an argument of method=dart \(it takes k, keep, ratio, pivots\)"),
-        ("pyramiddrop", {"ratio": 0}, r"ratio=0 is out of range: it must be in \(0, 1\]"),
+        ("pyramiddrop", {"ratio": 0}, r"ratio=0.0 is out of range: it must be in \(0, 1\]"),
         ("pyramiddrop", {"stages": 0}, r"stages=0 is out of range: it must be an integer >= 1"),
         ("pyramiddrop", {"layers": "8/8"}, r"layers=8/8 must be strictly increasing"),
         ("pyramiddrop", {"layers": "0/8"}, r"layers=0/8 is out of range: each must be an integer >= 1"),
