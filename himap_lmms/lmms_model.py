@@ -73,9 +73,9 @@ class ExampleCost:
 class HimapLlava(lmms):
     """LLaVA / LLaVA-NeXT (transformers classes) with visual-token pruning, for ``lmms-eval --model himap_llava``.
 
-    Pruning arguments (``method``, ``k``, ``keep``, ``ratio``, ``k1``, ``keep1``, ``ratio1``, ``k2``,
-    ``keep2``, ``ratio2``) are those of :meth:`PruningConfig.from_args`. ``chat_template`` is ``vicuna_v1``
-    (the paper's prompt, default), ``model`` (the processor's own template) or a Jinja string.
+    Pruning arguments (``method`` and each method's knobs, :data:`~himap_lmms.pruning.PRUNING_ARGUMENTS`) are
+    those of :meth:`PruningConfig.from_args`. ``chat_template`` is ``vicuna_v1`` (the paper's prompt, default),
+    ``model`` (the processor's own template) or a Jinja string.
     """
 
     is_simple = True
