@@ -250,7 +250,12 @@ def collect_runs(paths: Iterable[Path]) -> list[Run]:
         else:
             logger.warning("skipping %s: no such file or directory", path)
     sweep_dirs = {manifest.parent.resolve() for manifest in manifests}
-    runs = [run for manifest in dict.fromkeys(manifests) for run in load_sweep(manifest)]
+    runs = []
+    for manifest in dict.fromkeys(manifests):
+        try:
+            runs += load_sweep(manifest)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            logger.warning("skipping sweep %s: not a readable sweep manifest (%r)", manifest, error)
     for path in dict.fromkeys(files):
         if not any(parent in sweep_dirs for parent in path.resolve().parents):
             runs += [run] if (run := load_run(path)) is not None else []

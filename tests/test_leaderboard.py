@@ -291,10 +291,13 @@ def test_malformed_and_foreign_json_are_skipped_with_a_warning(
     listed.write_text("[1, 2]")
     no_config = tmp_path / "results_noconfig.json"
     no_config.write_text(json.dumps({"results": {SQA: {"exact_match,none": 0.5}}}))
+    old_sweep = tmp_path / "old-sweep" / lb.SWEEP_MANIFEST
+    old_sweep.parent.mkdir()
+    old_sweep.write_text(json.dumps({"runs": []}))  # no sweep id, no conditions
     with caplog.at_level(logging.WARNING, logger="himap_lmms.leaderboard"):
         board = board_for(tmp_path)
     assert list(board["source"]) == [str(good)]
-    for bad in (broken, foreign, listed, no_config):
+    for bad in (broken, foreign, listed, no_config, old_sweep):
         assert any(str(bad) in message for message in caplog.messages), bad
 
 
