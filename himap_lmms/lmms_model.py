@@ -150,6 +150,7 @@ class HimapLlava(lmms):
         if not device_map:
             self._model.to(self._device)
         self.engine = PrunedLlava(self._model, self.pruning)
+        self.pruning = self.engine.config  # bound to the model's depth: PyramidDrop's stages become layers
         self.context_length = self._model.config.get_text_config().max_position_embeddings
         self._warned_budgets: set[str] = set()
 
