@@ -139,3 +139,14 @@ def test_two_processes_answer_and_count_like_one(tiny_llava_dir: Path, tmp_path:
     assert len(records) == LIMIT
     assert two["throughput"]["avg_latency"] == pytest.approx(sum(r["latency_s"] for r in records) / LIMIT)
     assert json.loads((sweep_dir(double) / "sweep.json").read_text())["device"] == "cpu x2"
+
+
+def test_a_typo_in_a_probe_setting_fails_the_run_instead_of_running_the_default(tmp_path: Path) -> None:
+    """``--gen_kwargs flw=img2img`` used to run the default flow (img2txt) under the user's label."""
+    command = [str(Path(sys.executable).with_name("lmms-eval")), "eval", "--model", "himap_llava"]
+    command += ["--model_args", f"pretrained={REPO / 'himap_lmms' / 'testbed' / 'llava-testbed'},dtype=float32"]
+    command += ["--tasks", "himap_disruption", "--include_path", str(REPO / "tasks"), "--limit", "1"]
+    command += ["--gen_kwargs", "flw=img2img", "--output_path", str(tmp_path / "out")]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert "gen_kwargs flw='img2img' is not a setting of the disruption probe" in done.stdout + done.stderr
+    assert not list(tmp_path.rglob("*_results.json"))
