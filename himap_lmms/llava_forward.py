@@ -1,8 +1,9 @@
 """Pieces of transformers' LLaVA forward that the pruning engine and the probes both rebuild around.
 
-Both run the decoder layers themselves (the engine to drop tokens between layers, the probes to choose each
-layer's mask), so both need what ``LlavaModel.forward`` and ``LlamaModel.forward`` do before and after that
-loop: the merged multimodal embeddings, padding-aware position ids, an explicit mask, the final projection.
+The engine runs the decoder layers itself (to drop tokens between layers, or to edit a layer's mask for the
+disruption probe); the saliency probe calls transformers' decoder on embeddings it merged. Both need what
+``LlavaModel.forward`` and ``LlamaModel.forward`` do around that loop: the merged multimodal embeddings,
+padding-aware position ids, an explicit mask, the final projection.
 """
 
 from __future__ import annotations

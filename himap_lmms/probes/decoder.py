@@ -1,21 +1,18 @@
-"""A hand-written LLaVA forward that lets a probe choose every layer's attention mask.
+"""What both probes need around a forward: one example's inputs, a kernel switch, frozen weights.
 
-Both probes need what ``LlavaForConditionalGeneration.forward`` does not offer: the saliency probe needs
-the eager attention probabilities of every layer inside one differentiable pass, the disruption probe needs
-a different 4D mask in some layers than in others. This module is the loop of transformers'
-``LlamaModel.forward`` (embeddings, rotary position embeddings, one call per decoder layer, final norm)
-with the mask passed per layer. A mask is always explicit and additive, so eager attention (which only adds
-the mask it is given) and SDPA compute the same thing. The pieces shared with the pruning engine (embeddings,
-positions, masks, logits) are in :mod:`himap_lmms.llava_forward`.
+Neither probe runs the decoder layers itself. The disruption probe generates through the pruning engine's
+loop with a per-layer attention edit (:mod:`himap_lmms.pruning.engine`); the saliency probe needs eager
+attention probabilities inside one differentiable pass, which transformers' own ``LlamaModel.forward`` gives
+once the kernel is switched to eager for the call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
-from transformers import Cache, PreTrainedModel
+from transformers import PreTrainedModel
 
 from himap_lmms.llava_forward import language_model_of
 
@@ -28,30 +25,6 @@ def single_sample(inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, tor
     attention_mask = inputs.get("attention_mask")
     valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     return input_ids, valid
-
-
-def run_decoder(
-    model: PreTrainedModel,
-    hidden: torch.Tensor,
-    position_ids: torch.Tensor,
-    masks: Sequence[torch.Tensor],
-    cache: Cache | None = None,
-) -> torch.Tensor:
-    """Run every decoder layer, layer ``l`` under ``masks[l]``; returns the last layer's hidden states."""
-    decoder = language_model_of(model)
-    if len(masks) != len(decoder.layers):
-        raise ValueError(f"got {len(masks)} attention masks for {len(decoder.layers)} decoder layers")
-    position_embeddings = decoder.rotary_emb(hidden, position_ids)
-    for layer, mask in zip(decoder.layers, masks):
-        hidden = layer(
-            hidden,
-            attention_mask=mask,
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=cache is not None,
-            position_embeddings=position_embeddings,
-        )
-    return hidden
 
 
 @contextmanager

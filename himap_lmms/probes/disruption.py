@@ -8,10 +8,11 @@ Flows that can be cut (query rows may no longer attend to the image keys named):
   from the prompt's image and text positions, see no image key. The rows are drawn once per example, so
   generated tokens are not cut and decoding with the KV cache equals recomputing the whole sequence.
 
-The cut is an additive 4D mask, built once per example and passed to the layers of the window only; the
-other layers get the plain causal mask. So an empty window runs exactly the undisturbed computation, and
-SDPA stays usable. Generation is greedy with a KV cache: keys and values of the prompt were computed under
-the cut, exactly as a full recomputation per step would compute them.
+The cut is an attention edit (:data:`~himap_lmms.pruning.engine.AttentionEdit`) that generation through the
+pruning engine (method ``none``) applies in the layers of the window only, in the prefill and at every decoding
+step; the other layers keep their plain causal mask. So an empty window runs exactly the undisturbed
+computation, and SDPA stays usable. Generation is greedy with a KV cache: keys and values of the prompt were
+computed under the cut, exactly as a full recomputation per step would compute them.
 """
 
 from __future__ import annotations
@@ -20,19 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
 
-from himap_lmms.llava_forward import (
-    additive_mask,
-    causal_allowed,
-    check_attention,
-    embed_multimodal,
-    language_model_of,
-    last_token_logits,
-    position_ids_of,
-)
-from himap_lmms.probes.decoder import run_decoder, single_sample
+from himap_lmms.llava_forward import language_model_of
+from himap_lmms.probes.decoder import single_sample
 from himap_lmms.probes.layout import SequenceLayout, sequence_layout
+from himap_lmms.pruning.config import PruningConfig
+from himap_lmms.pruning.engine import PrunedLlava
 
 FLOWS = ("img2txt", "img2img", "img2rnd")
 TOP_K = 5
@@ -73,27 +68,49 @@ class ProbeGeneration:
     top5: list[int]
 
 
-def blocked_edges(flow: str, layout: SequenceLayout, seed: int = 0) -> torch.Tensor:
-    """``(n, n)`` bool over the prompt: True where ``flow``'s cut forbids query row i to attend key j."""
+def cut_rows(flow: str, layout: SequenceLayout, seed: int = 0) -> torch.Tensor:
+    """``(n,)`` bool over the prompt: the query rows that ``flow``'s cut keeps away from every image key."""
     image, text = layout.image, layout.text
     if flow == "img2txt":
-        rows = text
-    elif flow == "img2img":
-        rows = image
-    elif flow == "img2rnd":
+        return text
+    if flow == "img2img":
+        return image
+    if flow == "img2rnd":
         pool = torch.nonzero(image | text).flatten()
         generator = torch.Generator().manual_seed(seed)
         chosen = pool[torch.randperm(pool.numel(), generator=generator)[: int(text.sum())].to(pool.device)]
         rows = torch.zeros_like(image)
         rows[chosen] = True
-    else:
-        raise ValueError(f"flow={flow!r} is not a known flow: choose one of {', '.join(FLOWS)}")
-    return rows[:, None] & image[None, :]
+        return rows
+    raise ValueError(f"flow={flow!r} is not a known flow: choose one of {', '.join(FLOWS)}")
 
 
 def random_rows(layout: SequenceLayout, seed: int) -> torch.Tensor:
     """The query rows ``img2rnd`` cuts for this example and seed (for reports)."""
-    return torch.nonzero(blocked_edges("img2rnd", layout, seed).any(dim=1)).flatten()
+    return torch.nonzero(cut_rows("img2rnd", layout, seed)).flatten()
+
+
+@dataclass(frozen=True)
+class FlowCut:
+    """A :class:`Disruption` as the engine's attention edit: in ``window``, ``rows`` lose the ``image`` keys.
+
+    ``rows`` and ``image`` cover the prompt. Positions after it are generated tokens: never image keys, and
+    cut rows only if ``cut_generated`` (they are text rows, so under img2txt they lose the image too).
+    """
+
+    window: range
+    rows: torch.Tensor
+    image: torch.Tensor
+    cut_generated: bool
+
+    def __call__(self, layer: int, allowed: torch.Tensor) -> torch.Tensor:
+        if layer not in self.window:
+            return allowed
+        queries, keys = allowed.shape[-2:]
+        generated = keys - self.image.numel()
+        rows = torch.cat([self.rows, self.rows.new_full((generated,), self.cut_generated)])[keys - queries :]
+        image = torch.cat([self.image, self.image.new_zeros(generated)])
+        return allowed & ~(rows[:, None] & image[None, :])
 
 
 @torch.no_grad()
@@ -105,49 +122,32 @@ def disrupted_generate(
     eos_token_id: int | list[int] | None = None,
 ) -> ProbeGeneration:
     """Greedy generation for one example (batch 1), with ``disruption``'s cut or undisturbed (``None``)."""
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
-    check_attention(model, "the disruption probe's per-layer masks")
     input_ids, valid = single_sample(inputs)
-    decoder = language_model_of(model)
-    num_layers = len(decoder.layers)
-    window = disruption.window(num_layers) if disruption is not None else range(0)
-    layout = sequence_layout(input_ids[0], model.config.image_token_id, valid[0])
-    dtype = decoder.dtype
-
-    hidden = embed_multimodal(model, input_ids, inputs.get("pixel_values"), inputs.get("image_sizes"))
-    allowed = causal_allowed(valid, input_ids.shape[1])
-    plain = additive_mask(allowed, dtype)
-    masks = [plain] * num_layers
-    if len(window) > 0:
-        cut = additive_mask(allowed & ~blocked_edges(disruption.flow, layout, disruption.seed)[None], dtype)
-        masks = [cut if layer in window else plain for layer in range(num_layers)]
-    cache = DynamicCache(config=decoder.config)
-    position_ids = position_ids_of(valid)
-    logits = last_token_logits(model, run_decoder(model, hidden, position_ids, masks, cache))
-
+    edit = None
+    if disruption is not None:
+        window = disruption.window(len(language_model_of(model).layers))
+        layout = sequence_layout(input_ids[0], model.config.image_token_id, valid[0])
+        rows = cut_rows(disruption.flow, layout, disruption.seed)
+        edit = FlowCut(window, rows, layout.image, cut_generated=disruption.flow == "img2txt")
+    # The probes compare logits at the model's precision when it exceeds float32 (float64 test models).
+    logits_dtype = torch.promote_types(language_model_of(model).dtype, torch.float32)
+    engine = PrunedLlava(model, PruningConfig.none(), attention_edit=edit, logits_dtype=logits_dtype)
     stops = _eos_ids(model, eos_token_id)
-    # Generated tokens are text rows: under img2txt they lose the image keys too, in the window's layers.
-    cut_generated = len(window) > 0 and disruption.flow == "img2txt"
-    first_logits, tokens = logits[0].to(torch.promote_types(logits.dtype, torch.float32)), []
-    position = position_ids[:, -1:]
-    for _ in range(max_new_tokens):
-        token = int(logits[0].argmax())
-        tokens.append(token)
-        if token in stops or len(tokens) == max_new_tokens:
-            break
-        valid = torch.cat([valid, valid.new_ones(1, 1)], dim=1)
-        image_keys = torch.cat([layout.image, layout.image.new_zeros(valid.shape[1] - layout.length)])
-        step_allowed = valid[:, None, :]
-        step_plain = additive_mask(step_allowed, dtype)
-        step_masks = [step_plain] * num_layers
-        if cut_generated:
-            step_cut = additive_mask(step_allowed & ~image_keys[None, None, :], dtype)
-            step_masks = [step_cut if layer in window else step_plain for layer in range(num_layers)]
-        position = position + 1
-        hidden = model.get_input_embeddings()(torch.tensor([[token]], device=input_ids.device))
-        logits = last_token_logits(model, run_decoder(model, hidden, position, step_masks, cache))
-    return ProbeGeneration(token_ids=tokens, first_logits=first_logits, top5=first_logits.topk(TOP_K).indices.tolist())
+    generation = engine.generate(
+        input_ids,
+        valid.long(),
+        inputs.get("pixel_values"),
+        inputs.get("image_sizes"),
+        max_new_tokens=max_new_tokens,
+        eos_token_id=sorted(stops) or None,
+        return_logits=True,
+    )
+    first_logits = generation.logits[0][0]
+    return ProbeGeneration(
+        token_ids=generation.sequences[0].tolist(),
+        first_logits=first_logits,
+        top5=first_logits.topk(TOP_K).indices.tolist(),
+    )
 
 
 def top5_jaccard(first: list[int], second: list[int]) -> float:

@@ -36,10 +36,9 @@ from himap_lmms.llava_forward import (
     causal_allowed,
     embed_multimodal,
     language_model_of,
-    last_token_logits,
     position_ids_of,
 )
-from himap_lmms.probes.decoder import attention_implementation, frozen_parameters, run_decoder, single_sample
+from himap_lmms.probes.decoder import attention_implementation, frozen_parameters, single_sample
 from himap_lmms.probes.layout import GROUPS, SequenceLayout, sequence_layout
 
 # Per-layer numbers reported for each example. ``into_<group>`` is the flow into one row of the group (the
@@ -146,9 +145,15 @@ def attention_gradients(
                 hidden = embed_multimodal(model, input_ids, inputs.get("pixel_values"), inputs.get("image_sizes"))
             hidden = hidden.detach().requires_grad_(True)
             with torch.enable_grad():
-                mask = additive_mask(causal_allowed(valid, input_ids.shape[1]), hidden.dtype)
-                out = run_decoder(model, hidden, position_ids_of(valid), [mask] * num_layers)
-                logits = last_token_logits(model, out)
+                # transformers' own decoder forward; a prepared 4D mask is used as given, and its finite
+                # fill keeps padding rows free of NaNs (see ``additive_mask``).
+                out = decoder(
+                    inputs_embeds=hidden,
+                    attention_mask=additive_mask(causal_allowed(valid, input_ids.shape[1]), hidden.dtype),
+                    position_ids=position_ids_of(valid),
+                    use_cache=False,
+                )
+                logits = model.lm_head(out.last_hidden_state[:, -1])
                 logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
                 target = torch.tensor([target_token_id], device=logits.device)
                 loss = torch.nn.functional.cross_entropy(logits, target)

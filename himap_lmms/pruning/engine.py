@@ -14,6 +14,10 @@ step before layer 0 just keeps the placeholder slots chosen there.
 Batches are left-padded as transformers pads for generation. Each sample is ranked on its own scores and
 keeps its own budget; when samples end up with different lengths the shorter ones are left-padded again.
 
+Instead of pruning, the probes edit attention (:data:`AttentionEdit`): with method ``none`` an edit may remove
+edges from any layer's causal mask, in the prefill and at every decoding step, so a probe's generation runs
+through this same loop rather than a copy of it.
+
 The three parts of a pruning step run under ``torch.profiler.record_function`` labels (:data:`PRUNING_LABELS`),
 so a profiler run reads their cost back without touching the engine; with no profiler active a label is one
 cheap dispatcher call and adds no device synchronisation.
@@ -22,6 +26,7 @@ cheap dispatcher call and adds no device synchronisation.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -46,6 +51,14 @@ SCORE_LABEL = "himap_lmms.pruning.score"  # the budget and the image tokens' sco
 TOP_K_LABEL = "himap_lmms.pruning.top_k"  # which image tokens each sample keeps
 COMPACT_LABEL = "himap_lmms.pruning.compact"  # the gathers that shorten the sequence to the kept tokens
 PRUNING_LABELS = (SCORE_LABEL, TOP_K_LABEL, COMPACT_LABEL)
+
+AttentionEdit = Callable[[int, torch.Tensor], torch.Tensor]
+"""``(layer index, allowed) -> allowed``: which edges a layer keeps, given its causal ``(batch, q, kv)`` bool.
+
+Queries are the last ``q`` of the ``kv`` sequence positions (the whole prompt in the prefill, the new token
+when decoding). Returning ``allowed`` itself leaves that layer's mask untouched, so layers an edit does not
+change cost no mask.
+"""
 
 
 @dataclass
@@ -108,10 +121,28 @@ class Generation:
 class PrunedLlava:
     """Prefill, decode and greedy/sampled generation of a LLaVA under a :class:`PruningConfig`."""
 
-    def __init__(self, model: PreTrainedModel, config: PruningConfig) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        config: PruningConfig,
+        *,
+        attention_edit: AttentionEdit | None = None,
+        logits_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        """``attention_edit`` changes the causal mask per layer (method ``none`` only: pruning moves the
+        positions an edit refers to). Logits come back in ``logits_dtype``; float32 lets callers compare and
+        sample alike whatever the model's dtype, a float64 model's probes ask for float64.
+        """
+        if attention_edit is not None and config.method != "none":
+            raise ValueError(
+                f"attention_edit needs method='none', got method={config.method!r}: pruning moves the "
+                "sequence positions the edit's (query, key) mask refers to"
+            )
         self.model = model
         self.language_model = language_model_of(model)
         self.config = config.for_depth(len(self.language_model.layers))
+        self.attention_edit = attention_edit
+        self.logits_dtype = logits_dtype
         check_attention(model, "the pruning engine")
         if config.method == "visionzip":
             check_visionzip(model)
@@ -191,7 +222,7 @@ class PrunedLlava:
             layer_input = hidden
             hidden = layer(
                 hidden,
-                attention_mask=mask,
+                attention_mask=self._layer_mask(index, mask, valid),
                 position_ids=position_ids,
                 cache=cache,
                 use_cache=True,
@@ -215,9 +246,10 @@ class PrunedLlava:
         state.segment_valid = [None if v is None else torch.cat([v, new_key], dim=1) for v in state.segment_valid]
         masks = [None if v is None else self._mask(v, 1, padded=True) for v in state.segment_valid]
         for index, layer in enumerate(lm.layers):
+            segment = state.segment_of_layer[index]
             hidden = layer(
                 hidden,
-                attention_mask=masks[state.segment_of_layer[index]],
+                attention_mask=self._layer_mask(index, masks[segment], state.segment_valid[segment], 1),
                 position_ids=state.position,
                 cache=state.cache,
                 use_cache=True,
@@ -289,12 +321,27 @@ class PrunedLlava:
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
         """Bookkeeping where a run of layers with a new sequence begins; returns its rotary embeddings and mask."""
         padded = not bool(valid.all())
-        state.segment_valid.append(valid if padded else None)
+        # An attention edit is handed every key's validity, so the keys are tracked even without padding.
+        state.segment_valid.append(valid if padded or self.attention_edit is not None else None)
         segment_tokens.append(valid.sum(dim=1))
         return self.language_model.rotary_emb(hidden, position_ids), self._mask(valid, valid.shape[1], padded)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return last_token_logits(self.model, hidden).float()
+        return last_token_logits(self.model, hidden).to(self.logits_dtype)
+
+    def _layer_mask(
+        self, index: int, mask: torch.Tensor | None, valid: torch.Tensor | None, query_length: int | None = None
+    ) -> torch.Tensor | None:
+        """Layer ``index``'s mask: ``mask`` itself, unless the attention edit changes this layer's edges.
+
+        ``valid`` marks the keys and ``query_length`` (default: all of them) the queries; both are read only
+        when an edit is set, so the default path costs one ``is None`` test per layer.
+        """
+        if self.attention_edit is None:
+            return mask
+        allowed = causal_allowed(valid, valid.shape[1] if query_length is None else query_length)
+        edited = self.attention_edit(index, allowed)
+        return mask if edited is allowed else additive_mask(edited, self.language_model.dtype)
 
     def _mask(self, valid: torch.Tensor, query_length: int, padded: bool) -> torch.Tensor | None:
         """Additive ``(batch, 1, q, kv)`` mask for the last ``query_length`` of ``kv`` positions, or None.
