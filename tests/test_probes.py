@@ -21,6 +21,7 @@ from himap_lmms.probes.layout import sequence_layout
 from himap_lmms.probes.plots import plot_disruption_heatmap, plot_group_flows, plot_visual_flows
 from himap_lmms.probes.saliency import FLOW_KEYS, attention_gradients, layer_flows
 from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
+from himap_lmms.pruning import PrunedLlava, PruningConfig
 from himap_lmms.tiny_llava import TINY_CHECKPOINT, build_tiny_llava
 
 REPO = Path(__file__).resolve().parent.parent
@@ -248,6 +249,64 @@ def test_cutting_img2txt_everywhere_hides_the_image(model, processor):
     # From layer 1 on, layer 0 has already carried image information into the text rows.
     late = [disrupted_generate(model, x, Disruption("img2txt", 1), 1).first_logits for x in (first, second)]
     assert not torch.allclose(*late)
+
+
+def recomputed_logits(model, inputs, generated: list[int], window: range, rows: torch.Tensor) -> torch.Tensor:
+    """Last-position logits of transformers' own forward over prompt + ``generated``, without a KV cache.
+
+    Every decoder layer's mask is swapped (by a pre-hook) for an explicit causal one that, in ``window``, also
+    forbids the edges from ``rows`` (a bool over the whole sequence) to the prompt's image keys.
+    """
+    prompt = inputs["input_ids"]
+    input_ids = torch.cat([prompt, torch.tensor([generated], dtype=prompt.dtype)], dim=1)
+    length = input_ids.shape[1]
+    image = input_ids[0] == model.config.image_token_id
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    cut = causal & ~(rows[:, None] & image[None, :])
+
+    def as_mask(allowed: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(allowed.shape, dtype=model.dtype).masked_fill(~allowed, -1e30)[None, None]
+
+    def swap(layer: int):
+        mask = as_mask(cut if layer in window else causal)
+        return lambda module, args, kwargs: (args, {**kwargs, "attention_mask": mask})
+
+    layers = model.model.language_model.layers
+    handles = [layer.register_forward_pre_hook(swap(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        with torch.no_grad():
+            return model(input_ids=input_ids, pixel_values=inputs["pixel_values"], use_cache=False).logits[0, -1]
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@pytest.mark.parametrize("flow", ["img2txt", "img2img"])
+def test_cut_generation_equals_recomputing_with_the_stock_forward(model, inputs, flow):
+    """Each step of the engine's cached generation under a cut equals transformers' forward over the whole
+    sequence so far under the same per-layer masks: the cut reaches the decoding steps, where generated tokens
+    are text rows (img2txt cuts them too, img2img does not)."""
+    layout = sequence_layout(inputs["input_ids"][0], model.config.image_token_id)
+    disruption = Disruption(flow, start_layer=1, end_layer=2)
+    edit = disruption.attention_edit(layout, NUM_LAYERS)
+    engine = PrunedLlava(model, PruningConfig.none(), attention_edit=edit, logits_dtype=torch.float64)
+    ours = engine.generate(
+        inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"], max_new_tokens=4, return_logits=True
+    )
+    generated = ours.sequences[0].tolist()
+    prompt_rows = layout.text if flow == "img2txt" else layout.image
+    for step, logits in enumerate(ours.logits):
+        rows = torch.cat([prompt_rows, torch.full((step,), flow == "img2txt")])
+        expected = recomputed_logits(model, inputs, generated[:step], range(1, 3), rows)
+        torch.testing.assert_close(logits[0], expected, rtol=0, atol=1e-10)
+    probe = disrupted_generate(model, inputs, disruption, max_new_tokens=4)
+    assert probe.token_ids == generated[: len(probe.token_ids)]
+    assert torch.equal(probe.first_logits, ours.logits[0][0])
+
+
+def test_an_attention_edit_needs_method_none(model):
+    with pytest.raises(ValueError, match=r"attention_edit needs method='none', got method='fastv'"):
+        PrunedLlava(model, PruningConfig.fastv(), attention_edit=lambda layer, allowed: allowed)
 
 
 def test_img2img_and_img2rnd_change_the_output(model, inputs):

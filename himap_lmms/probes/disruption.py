@@ -58,6 +58,11 @@ class Disruption:
             raise ValueError(f"end_layer={end} is below start_layer={self.start_layer}: the window would cut nothing")
         return range(self.start_layer, end + 1)
 
+    def attention_edit(self, layout: SequenceLayout, num_layers: int) -> FlowCut:
+        """This cut on the prompt of ``layout`` as the engine's attention edit (see :class:`FlowCut`)."""
+        rows = cut_rows(self.flow, layout, self.seed)
+        return FlowCut(self.window(num_layers), rows, layout.image, cut_generated=self.flow == "img2txt")
+
 
 @dataclass
 class ProbeGeneration:
@@ -125,10 +130,8 @@ def disrupted_generate(
     input_ids, valid = single_sample(inputs)
     edit = None
     if disruption is not None:
-        window = disruption.window(len(language_model_of(model).layers))
         layout = sequence_layout(input_ids[0], model.config.image_token_id, valid[0])
-        rows = cut_rows(disruption.flow, layout, disruption.seed)
-        edit = FlowCut(window, rows, layout.image, cut_generated=disruption.flow == "img2txt")
+        edit = disruption.attention_edit(layout, len(language_model_of(model).layers))
     # The probes compare logits at the model's precision when it exceeds float32 (float64 test models).
     logits_dtype = torch.promote_types(language_model_of(model).dtype, torch.float32)
     engine = PrunedLlava(model, PruningConfig.none(), attention_edit=edit, logits_dtype=logits_dtype)
