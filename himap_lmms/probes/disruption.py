@@ -118,7 +118,6 @@ class FlowCut:
         return allowed & ~(rows[:, None] & image[None, :])
 
 
-@torch.no_grad()
 def disrupted_generate(
     model: PreTrainedModel,
     inputs: Mapping[str, torch.Tensor],

@@ -158,7 +158,7 @@ class PrunedLlava:
         pixel_values: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, DecodeState, PrefillStats]:
-        """Run the prompt through every layer, pruning on the way. Returns last-position logits (float32)."""
+        """Run the prompt through every layer, pruning on the way. Returns last-position logits (``logits_dtype``)."""
         lm = self.language_model
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
