@@ -5,10 +5,14 @@
 Budgets are the share of image tokens kept after the last pruning step (50 %, 25 %, 12.5 %, 6.25 %), the way
 the paper names its settings: FastV keeps it from K=2; HiMAP keeps 4x that at K1=2 and the budget from K2=8 (the
 paper's 50 % / 12.5 % shape); ``random`` is HiMAP's schedule with random ranking; ``input`` keeps evenly spaced
-tokens from the first layer. The schedules then cost differently, so two more rows per budget run at HiMAP's
-*cost*: ``fastv=cost`` and ``input=cost`` keep the ratio that gives them HiMAP's mean share of image tokens over
-the layers (what the prefill FLOPs follow). The table gives every run's layer-mean share and FLOPs ratio, and the
-plot shows accuracy against both the final budget and the layer-mean share.
+tokens from the first layer. The later methods run at the same budgets: ``dart`` from K=2 like FastV,
+``pyramiddrop`` at its three default stages (layers 3/6/9 of 12) with the per-stage ratio whose cube is the
+budget, ``visionzip`` before layer 0 like ``input``. The schedules then cost differently, so each method but
+``random`` also runs at HiMAP's *cost* (``fastv=cost``, ``input=cost``, ``dart=cost``, ``pyramiddrop=cost``,
+``visionzip=cost``): with the ratio that gives it HiMAP's mean share of image tokens over the layers (what the
+prefill FLOPs follow). A schedule that cannot come down to that share gets a row saying so, not a run at
+another cost. The table gives every run's layer-mean share and FLOPs ratio, and the plot shows accuracy against
+both the final budget and the layer-mean share.
 Questions are scored with the ScienceQA task's own prompt and exact-match rule.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,24 +39,73 @@ from himap_lmms.pruning import PrunedLlava, PruningConfig
 from himap_lmms.scienceqa import build_prompt, doc_to_target, is_correct
 
 BUDGETS = (0.5, 0.25, 0.125, 0.0625)
-METHODS = ("himap", "random", "fastv", "fastv=cost", "input", "input=cost")
+METHODS = (
+    "himap",
+    "random",
+    "fastv",
+    "fastv=cost",
+    "input",
+    "input=cost",
+    "dart",
+    "dart=cost",
+    "pyramiddrop",
+    "pyramiddrop=cost",
+    "visionzip",
+    "visionzip=cost",
+)
+PYRAMID_STAGES = 3
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """An equal-cost row that a method's schedule cannot give: the study reports ``reason`` instead of a run at
+    another cost under the row's name."""
+
+    reason: str
 
 
 def layer_mean_share(config: PruningConfig, num_layers: int) -> float:
     """Mean over the decoder layers of the share of image tokens a ratio-only schedule lets into each layer."""
     shares = [1.0] * num_layers
-    for step in config.steps:
+    for step in config.for_depth(num_layers).steps:
         shares[step.layer :] = [step.ratio] * (num_layers - step.layer)
     return sum(shares) / num_layers
 
 
-def methods_at(budget: float, num_layers: int) -> dict[str, PruningConfig]:
+def pyramid_ratio_for_share(share: float, num_layers: int) -> float | Unreachable:
+    """PyramidDrop's per-stage ratio (default stages) whose layer-mean share of image tokens is ``share``.
+
+    The share grows with the ratio, from the first stage's layer over the depth (the layers before it see every
+    image token, whatever the ratio) to 1, so bisection finds it when it exists. Rounded to four decimals: the
+    engine rounds each stage to a whole count of the 144 tokens anyway, and the table reports the share run.
+    """
+
+    def share_at(ratio: float) -> float:
+        return layer_mean_share(PruningConfig.pyramiddrop(stages=PYRAMID_STAGES, ratio=ratio), num_layers)
+
+    floor = PruningConfig.pyramiddrop(stages=PYRAMID_STAGES).for_depth(num_layers).steps[0].layer / num_layers
+    if share <= floor:
+        return Unreachable(
+            f"not run: its layers before the first stage alone hold {100 * floor:.1f} % of the image tokens, "
+            f"above HiMAP's {100 * share:.1f} %"
+        )
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if share_at(middle) < share else (low, middle)
+    return round(high, 4)
+
+
+def methods_at(budget: float, num_layers: int) -> dict[str, PruningConfig | Unreachable]:
     """The configs of one budget; the ``=cost`` ones match HiMAP's layer-mean share of image tokens."""
     schedule = {"k1": 2, "ratio1": min(1.0, 4 * budget), "k2": 8, "ratio2": budget}
     himap = PruningConfig.himap(**schedule)
     share = layer_mean_share(himap, num_layers)
-    # Layers 0 and 1 see every image token under both schedules, so this ratio lies in (0, 1].
+    # Layers 0 and 1 see every image token under both schedules, so this ratio lies in (0, 1]. DART prunes once
+    # before the same layer, so the same ratio gives it the same share; input and VisionZip prune before layer 0,
+    # so their ratio is the share itself.
     fastv_ratio = (share * num_layers - 2) / (num_layers - 2)
+    pyramid_cost = pyramid_ratio_for_share(share, num_layers)
     return {
         "himap": himap,
         "random": PruningConfig.random(**schedule, seed=0),
@@ -59,6 +113,17 @@ def methods_at(budget: float, num_layers: int) -> dict[str, PruningConfig]:
         "fastv=cost": PruningConfig.fastv(k=2, ratio=fastv_ratio),
         "input": PruningConfig.input(ratio=budget),
         "input=cost": PruningConfig.input(ratio=share),
+        "dart": PruningConfig.dart(k=2, ratio=budget),
+        "dart=cost": PruningConfig.dart(k=2, ratio=fastv_ratio),
+        # the last stage keeps ratio ** stages of the image tokens: the budget
+        "pyramiddrop": PruningConfig.pyramiddrop(stages=PYRAMID_STAGES, ratio=round(budget ** (1 / PYRAMID_STAGES), 4)),
+        "pyramiddrop=cost": (
+            pyramid_cost
+            if isinstance(pyramid_cost, Unreachable)
+            else PruningConfig.pyramiddrop(stages=PYRAMID_STAGES, ratio=pyramid_cost)
+        ),
+        "visionzip": PruningConfig.visionzip(ratio=budget),
+        "visionzip=cost": PruningConfig.visionzip(ratio=share),
     }
 
 
@@ -117,9 +182,14 @@ def plot(rows: Sequence[dict], vanilla: float, path: Path) -> None:
     figure = Figure(figsize=(11, 4), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2, sharey=True)
+    # One colour per method, its =cost row dashed in the same colour.
+    bases = list(dict.fromkeys(method.removesuffix("=cost") for method in METHODS))
+    colours = {base: f"C{index}" for index, base in enumerate(bases)}
     for method in METHODS:
-        points = sorted((r["budget"], r["image_tokens_kept"], r["accuracy"]) for r in rows if r["method"] == method)
-        style = {"marker": "o", "linestyle": "--" if method.endswith("=cost") else "-", "label": method}
+        ran = [r for r in rows if r["method"] == method and "accuracy" in r]
+        points = sorted((r["budget"], r["image_tokens_kept"], r["accuracy"]) for r in ran)
+        base = method.removesuffix("=cost")
+        style = {"marker": "o", "linestyle": "-" if base == method else "--", "color": colours[base], "label": method}
         axes[0].plot([100 * b for b, _, _ in points], [100 * a for _, _, a in points], **style)
         axes[1].plot([100 * k for _, k, _ in points], [100 * a for _, _, a in points], **style)
     for axis in axes:
@@ -149,11 +219,33 @@ def table(num_docs: int, vanilla: dict, blank: dict, rows: Sequence[dict]) -> st
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
+        if "unreachable" in row:
+            lines.append(f"| {100 * row['budget']:g} % | {row['method']} | {row['unreachable']} | | | |")
+            continue
         lines.append(
             f"| {100 * row['budget']:g} % | {row['method']} | {100 * row['accuracy']:.1f} % | "
             f"{100 * (row['accuracy'] - vanilla['accuracy']):+.1f} | {100 * row['image_tokens_kept']:.1f} % | "
             f"{100 * row['flops_ratio']:.1f} % |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def table_by_budget(rows: Sequence[dict]) -> str:
+    """The same runs, one line per method and one column per budget: accuracy, then the FLOPs ratio in
+    brackets (a row that could not run at its cost shows a dash; the long table says why)."""
+    budgets = list(dict.fromkeys(row["budget"] for row in rows))
+    cells = {
+        (row["method"], row["budget"]): "–"
+        if "unreachable" in row
+        else f"{100 * row['accuracy']:.1f} % ({100 * row['flops_ratio']:.1f} %)"
+        for row in rows
+    }
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    lines = [
+        "| method | " + " | ".join(f"{100 * b:g} % kept" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    lines += [f"| {m} | " + " | ".join(cells[m, b] for b in budgets) + " |" for m in methods]
     return "\n".join(lines) + "\n"
 
 
@@ -175,15 +267,13 @@ def run_study(
     layers = model.config.get_text_config().num_hidden_layers
     runs = [(b, name, config) for b in BUDGETS for name, config in methods_at(b, layers).items()]
     for budget, name, config in tqdm(runs, desc="methods x budgets"):
-        rows.append(
-            {
-                "budget": budget,
-                "method": name,
-                "config": config.describe(),
-                **evaluate(model, processor, docs, config, batch_size),
-            }
-        )
+        row = {"budget": budget, "method": name}
+        if isinstance(config, Unreachable):
+            rows.append(row | {"config": None, "unreachable": config.reason})
+            continue
+        rows.append(row | {"config": config.describe(), **evaluate(model, processor, docs, config, batch_size)})
     markdown = table(len(docs), vanilla, blank, rows)
+    markdown += "\nAccuracy (FLOPs ratio) by budget:\n\n" + table_by_budget(rows)
     (out / "pruning_study.md").write_text(markdown)
     (out / "pruning_study.json").write_text(
         json.dumps({"n": len(docs), "vanilla": vanilla, "blank_image": blank, "rows": rows}, indent=1)

@@ -1,18 +1,36 @@
 """The shipped testbed LLaVA through the real loading path: its shape and size, that it reads its images (on the
-held-out split: the issue's bars with and without the images), and the study's equal-cost rows."""
+held-out split: the issue's bars with and without the images), the study's rows (every method at every budget,
+the equal-cost ones at HiMAP's share, FLOPs that follow each config) and the committed study's file."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from himap_lmms.cost import prefill_cost
 from himap_lmms.pruning import PruningConfig
-from himap_lmms.pruning_study import evaluate, layer_mean_share, methods_at  # the study's own loop and scoring
+from himap_lmms.pruning_study import (  # the study's own loop and scoring
+    BUDGETS,
+    METHODS,
+    Unreachable,
+    encode,
+    evaluate,
+    layer_mean_share,
+    methods_at,
+    table,
+    table_by_budget,
+)
 from himap_lmms.scienceqa import load_local_split
 from himap_lmms.testbed import DATA_PATH, TESTBED_PATH
 
 SUBSET = 10
+LAYERS, IMAGE_TOKENS = 12, 144
+STUDY = Path(__file__).resolve().parent.parent / "results" / "testbed" / "pruning_study.json"
+NEW_METHODS = ("dart", "dart=cost", "pyramiddrop", "pyramiddrop=cost", "visionzip", "visionzip=cost")
 # The issue's bars: at least 85 % with the images (the shipped checkpoint measures 91.0 %), at most 40 % with blank
 # canvases (13.5 %; chance is 25 %).
 BLANK_AT_MOST = 0.40
@@ -63,3 +81,74 @@ def test_equal_cost_rows_run_at_himaps_measured_share(testbed, budget: float) ->
     assert measured["himap"] == pytest.approx(layer_mean_share(configs["himap"], layers), abs=1 / 144)
     assert measured["fastv=cost"] == pytest.approx(measured["himap"], abs=1 / 144)
     assert measured["input=cost"] == pytest.approx(measured["himap"], abs=1 / 144)
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_every_method_runs_at_every_budget_and_at_himaps_share(budget: float) -> None:
+    configs = methods_at(budget, LAYERS)
+    assert tuple(configs) == METHODS
+    himap = layer_mean_share(configs["himap"], LAYERS)
+    # What the engine keeps after the last step is the budget, for every method that is run at the budget.
+    for name in ("himap", "fastv", "input", "dart", "pyramiddrop", "visionzip"):
+        assert configs[name].image_tokens_per_layer(IMAGE_TOKENS, LAYERS)[-1] == round(budget * IMAGE_TOKENS), name
+    for name in ("fastv=cost", "input=cost", "dart=cost", "visionzip=cost"):
+        assert layer_mean_share(configs[name], LAYERS) == pytest.approx(himap), name
+    # PyramidDrop's ratio is solved for and rounded to four decimals.
+    assert layer_mean_share(configs["pyramiddrop=cost"], LAYERS) == pytest.approx(himap, abs=1e-3)
+    assert [s.layer for s in configs["pyramiddrop"].for_depth(LAYERS).steps] == [3, 6, 9]
+
+
+def test_an_unreachable_cost_is_a_row_saying_so() -> None:
+    """At 1/64 HiMAP keeps 20.3 % of the image tokens over the layers; PyramidDrop's first three layers alone keep
+    25 %: its equal-cost row says so in both tables rather than running at another cost."""
+    config = methods_at(1 / 64, LAYERS)["pyramiddrop=cost"]
+    assert isinstance(config, Unreachable)
+    assert "25.0 %" in config.reason and "20.3 %" in config.reason
+    rows = [{"budget": 1 / 64, "method": "pyramiddrop=cost", "config": None, "unreachable": config.reason}]
+    vanilla = {"accuracy": 0.9, "by_category": {}}
+    assert f"| 1.5625 % | pyramiddrop=cost | {config.reason} |" in table(1, vanilla, vanilla, rows)
+    assert "| pyramiddrop=cost | – |" in table_by_budget(rows)
+
+
+@pytest.mark.parametrize("budget", [0.125, 0.0625])
+def test_new_rows_cost_what_their_configs_say(testbed, budget: float) -> None:
+    """Each new row's measured share of image tokens and FLOPs ratio are those of its schedule, computed from the
+    config and each question's own text length."""
+    model, processor, docs = testbed
+    docs = docs[:SUBSET]
+    inputs = encode(processor, docs)
+    images = (inputs["input_ids"] == model.config.image_token_id).sum(dim=1)
+    assert images.tolist() == [IMAGE_TOKENS] * SUBSET
+    texts = (inputs["attention_mask"].sum(dim=1) - images).tolist()
+    text_config = model.config.text_config
+    configs = methods_at(budget, LAYERS)
+    for name in NEW_METHODS:
+        schedule = configs[name].image_tokens_per_layer(IMAGE_TOKENS, LAYERS)
+        expected = [
+            prefill_cost(
+                [text + n for n in schedule],
+                text_config.hidden_size,
+                text_config.intermediate_size,
+                prompt_tokens=text + IMAGE_TOKENS,
+            ).flops_ratio
+            for text in texts
+        ]
+        measured = evaluate(model, processor, docs, configs[name], batch_size=SUBSET)
+        assert measured["flops_ratio"] == pytest.approx(sum(expected) / SUBSET, rel=1e-9), name
+        assert measured["image_tokens_kept"] == pytest.approx(sum(schedule) / (LAYERS * IMAGE_TOKENS), abs=1e-6), name
+
+
+def test_the_committed_study_has_every_row_of_the_code() -> None:
+    """results/testbed/pruning_study.json is the study this code runs: every method at every budget with the
+    config it builds, and shares of image tokens that config gives (every held-out image has 144 tokens)."""
+    study = json.loads(STUDY.read_text())
+    assert [(r["budget"], r["method"]) for r in study["rows"]] == [(b, m) for b in BUDGETS for m in METHODS]
+    for row in study["rows"]:
+        config = methods_at(row["budget"], LAYERS)[row["method"]]
+        if isinstance(config, Unreachable):
+            assert row["unreachable"] == config.reason
+            continue
+        assert row["config"] == config.describe()
+        schedule = config.image_tokens_per_layer(IMAGE_TOKENS, LAYERS)
+        assert row["image_tokens_kept"] == pytest.approx(sum(schedule) / (LAYERS * IMAGE_TOKENS), abs=1e-6)
+        assert 0 < row["flops_ratio"] < 1

@@ -272,6 +272,18 @@ class PruningConfig:
                 )
         return self
 
+    def image_tokens_per_layer(self, num_image_tokens: int, num_layers: int) -> list[int]:
+        """Image tokens each of ``num_layers`` decoder layers sees under this schedule, for a sample with one image
+        of ``num_image_tokens``: what the engine's stats will record, known before a model runs, so that costs
+        can be compared (and matched) from the configs alone. Every budget counts from the sample's own image
+        tokens, as the engine's steps do."""
+        steps = self.for_depth(num_layers).steps
+        counts, kept = [], num_image_tokens
+        for layer in range(num_layers):
+            kept = min([kept] + [step.budget(num_image_tokens) for step in steps if step.layer == layer])
+            counts.append(kept)
+        return counts
+
     def budgets_keeping_all(self, num_image_tokens: int) -> list[str]:
         """The counts (as ``keep1=600``) that keep all of a sample's ``num_image_tokens``: those steps prune
         nothing for it, which a run labelled with the method should say."""
