@@ -65,15 +65,17 @@ class LlavaShape:
 
 
 # The real CLIP-L/336 tower of LLaVA-1.5 for the 7B and 13B shapes. The CPU shapes keep its 576 output tokens
-# but a one-layer, 64-wide tower: on two cores the real tower alone would take longer than the decoder.
+# but a two-layer, 64-wide tower: on two cores the real tower alone would take longer than the decoder. Two layers,
+# because LLaVA-1.5 reads the second-to-last one (vision_feature_layer=-2): with one, that is the patch embeddings,
+# and VisionZip-style selection, which reads the class token's attention in that layer, has no layer to read.
 _CLIP_L = {"vision_hidden": 1024, "vision_layers": 24, "vision_heads": 16, "vision_intermediate": 4096}
-_CLIP_TINY = {"vision_hidden": 64, "vision_layers": 1, "vision_heads": 2, "vision_intermediate": 256}
+_CLIP_TINY = {"vision_hidden": 64, "vision_layers": 2, "vision_heads": 2, "vision_intermediate": 256}
 
 SHAPES: dict[str, LlavaShape] = {
     # For tests of the benchmark machinery only: the 12-layer decoder lets HiMAP's K2 = 8 exist.
     "tiny": LlavaShape(
         "tiny", hidden=64, layers=12, heads=4, intermediate=172, vocab=1064, image_token_id=1000,
-        vision_hidden=32, vision_layers=1, vision_heads=2, vision_intermediate=64,
+        vision_hidden=32, vision_layers=2, vision_heads=2, vision_intermediate=64,
     ),
     # A CPU-sized LLaVA: LLaVA-1.5-7B's depth, sequence and width/FFN proportions at a quarter of its width.
     "scaled": LlavaShape("scaled", hidden=1024, layers=32, heads=16, intermediate=2816, **_CLIP_TINY),

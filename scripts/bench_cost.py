@@ -1,4 +1,4 @@
-"""Cost benchmark: vanilla, FastV and HiMAP on a random-weight LLaVA shape (:mod:`himap_lmms.bench`).
+"""Cost benchmark: the method presets of configs/methods.yaml on a random-weight LLaVA shape (:mod:`himap_lmms.bench`).
 
 Usage::
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from himap_lmms.bench import METHODS, BenchSettings, markdown, run_benchmark, write_outputs
+from himap_lmms.bench import DEFAULT_METHODS, BenchSettings, markdown, run_benchmark, write_outputs
 from himap_lmms.shapes import SHAPES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +47,15 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, Path]:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (each runs every method once)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds after the counting pass")
     parser.add_argument("--new-tokens", type=int, default=8)
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
+    parser.add_argument(
+        "--methods", default=",".join(DEFAULT_METHODS), help="comma-separated presets of configs/methods.yaml"
+    )
+    parser.add_argument(
+        "--fastv-pairs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time each pruned method that is not FastV against FastV at the same FLOPs ratio (default on)",
+    )
     parser.add_argument("--reference-style", action="store_true", help="also time the authors' way (no KV cache)")
     parser.add_argument("--reference-repeats", type=int, default=3)
     # One thread by default on the CPU: on this project's 2 cores shared with other jobs, 2 threads made the scaled
@@ -70,6 +78,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, Path]:
             reference_repeats=args.reference_repeats,
             threads=args.threads if args.threads is not None or cuda else 1,
             methods=tuple(args.methods.split(",")),
+            fastv_pairs=args.fastv_pairs,
         )
     except ValueError as error:
         parser.error(str(error))

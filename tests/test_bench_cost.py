@@ -1,5 +1,6 @@
-"""The cost benchmark (:mod:`himap_lmms.bench`) on a tiny shape: its counts agree with the formula, the pruning
-overhead comes from the engine's profiler labels, its files are written, and bad arguments fail at once.
+"""The cost benchmark (:mod:`himap_lmms.bench`) on a tiny shape: its methods are the presets, its counts agree with
+the formula, each method's FastV partner has its FLOPs ratio, the pruning overhead comes from the engine's profiler
+labels, its files are written, and bad arguments fail at once.
 
 The timings of a 64-wide model say nothing, so nothing here asserts a speed-up; what is checked is what the
 benchmark's numbers rest on: the FLOP counter against the formula, the token schedules, the memory tracker, the
@@ -15,15 +16,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
-from himap_lmms.bench import METHODS, REFERENCE, BenchSettings, LiveTensorMemory, run_benchmark, write_outputs
+from himap_lmms.bench import (
+    DEFAULT_METHODS,
+    REFERENCE,
+    BenchSettings,
+    LiveTensorMemory,
+    bench_methods,
+    run_benchmark,
+    write_outputs,
+)
 from himap_lmms.bench.measure import pruning_overhead
-from himap_lmms.pruning import PRUNING_LABELS
+from himap_lmms.bench.settings import PAIR_PREFIX, equal_flops_fastv, formula_flops_ratio, method_presets
+from himap_lmms.pruning import PRUNING_LABELS, PruningConfig
 from himap_lmms.shapes import PREFIX_TOKENS, SHAPES, TEXT_TOKENS, build_random_llava, prompt_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 BATCHES = (1, 2)
+TINY = SHAPES["tiny"]
+METHODS = bench_methods(DEFAULT_METHODS, TINY, fastv_pairs=True)
+# The presets that are pruned and not FastV: each has an equal-FLOPs FastV partner, but VisionZip's (144 and 64 of
+# 576 tokens from layer 0) cost less on the tiny shape's 12 layers than FastV keeping one token from K=2.
+PAIRED = ("himap_ref", "himap_25", "dart_20", "dart_10", "pdrop", "pdrop_25", "visionzip_25", "visionzip_11")
+PAIRED_AT_TINY = PAIRED[:-2]
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +76,73 @@ def test_results_have_every_method_and_batch(bench) -> None:
             assert row["total_speedup"]["median"] == pytest.approx(vanilla[0]["total"] / row["raw"][0]["total"])
         assert rows["vanilla"]["prefill_speedup"]["median"] == 1.0
     assert results["reference_style"]["speedup_total"]["median"] > 0
-    assert len(results["goals"]) == 5 * len(BATCHES)
+    assert len(results["goals"]) == (5 + len(PAIRED_AT_TINY)) * len(BATCHES)
+    assert results["unpaired"] == ["visionzip_25", "visionzip_11"]
+
+
+def test_methods_are_the_presets_with_their_fastv_partners() -> None:
+    presets = yaml.safe_load((REPO / "configs" / "methods.yaml").read_text())
+    assert list(METHODS) == [n for name in DEFAULT_METHODS for n in (name, PAIR_PREFIX + name) if n in METHODS]
+    assert [name for name in METHODS if name.startswith(PAIR_PREFIX)] == [PAIR_PREFIX + n for n in PAIRED_AT_TINY]
+    for name in DEFAULT_METHODS:
+        assert METHODS[name].config == PruningConfig.from_args(**presets[name]), name
+    labels = {name: METHODS[name].label for name in ("himap_ref", "pdrop", "visionzip_25", "dart_20")}
+    assert labels == {  # the tiny shape has 576 image tokens and 12 layers
+        "himap_ref": "HiMAP 2/288 8/72 (himap_ref)",
+        "pdrop": "PyramidDrop 3/288 6/144 9/72 (pdrop)",
+        "visionzip_25": "VisionZip 144 of 576 (visionzip_25)",
+        "dart_20": "DART 2/115 (dart_20)",
+    }
+    assert METHODS[PAIR_PREFIX + "dart_20"].label.endswith("(= dart_20's FLOPs)")
+    assert list(bench_methods(DEFAULT_METHODS, TINY, fastv_pairs=False)) == list(DEFAULT_METHODS)
+
+
+@pytest.mark.parametrize(("shape", "paired"), [("tiny", PAIRED_AT_TINY), ("scaled", PAIRED), ("7b", PAIRED)])
+def test_fastv_partners_have_their_methods_flops_ratio(shape: str, paired: tuple[str, ...]) -> None:
+    """Each partner is FastV from K=2 at the count whose formula FLOPs ratio is closest to its method's: within
+    half a token's worth of FastV's ratio, and no count is closer; a method cheaper than FastV can be has none."""
+    shape = SHAPES[shape]
+    presets = method_presets()
+    for name in paired:
+        fastv = equal_flops_fastv(presets[name], shape)
+        (step,) = fastv.steps
+        assert (fastv.method, step.layer) == ("fastv", 2)
+        target = formula_flops_ratio(presets[name], shape)
+        gaps = [
+            abs(formula_flops_ratio(PruningConfig.fastv(k=2, keep=keep), shape) - target)
+            for keep in (step.keep - 1, step.keep, step.keep + 1)
+        ]
+        assert gaps[1] <= min(gaps), name
+        assert gaps[1] < 1e-3, (name, gaps[1])
+    for name in set(PAIRED) - set(paired):
+        assert equal_flops_fastv(presets[name], shape) is None
+        assert formula_flops_ratio(presets[name], shape) < formula_flops_ratio(PruningConfig.fastv(k=2, keep=1), shape)
+
+
+def test_equal_flops_rows_pair_the_rounds(bench) -> None:
+    results, _ = bench
+    for batch, rows in results["batches"].items():
+        for name in PAIRED_AT_TINY:
+            pair = rows[name]["vs_equal_flops_fastv"]
+            partner = rows[pair["partner"]]
+            assert pair["partner"] == PAIR_PREFIX + name
+            # the partner's FLOPs ratio as measured by the engine's token counts, not only as solved for
+            assert partner["flops_ratio_formula_swiglu"] == pytest.approx(
+                rows[name]["flops_ratio_formula_swiglu"], abs=1e-3
+            )
+            assert partner["flops_ratio_counted"] == pytest.approx(rows[name]["flops_ratio_counted"], abs=1e-3)
+            expected = rows[name]["raw"][0]["prefill"] / partner["raw"][0]["prefill"]
+            assert pair["prefill_ratio"]["median"] == pytest.approx(expected)
+            assert pair["overhead_share"] == rows[name]["overhead_share"]["median"] > 0
+        goals = [g["goal"] for g in results["goals"] if g["goal"].startswith(f"batch {batch}: ")]
+        assert sum("of FastV's at the same FLOPs" in goal for goal in goals) == len(PAIRED_AT_TINY)
 
 
 def test_overhead_is_read_from_the_engine_labels(bench) -> None:
     results, _ = bench
     for rows in results["batches"].values():
         assert rows["vanilla"]["overhead_share"]["median"] == 0.0  # no pruning step, no labelled time
-        for name in METHODS.keys() - {"vanilla"}:
+        for name in METHODS.keys() - {"vanilla"}:  # VisionZip's selection in the tower is under the score label
             row = rows[name]
             by_label = row["overhead_s_by_label"]
             assert list(by_label) == list(PRUNING_LABELS)
@@ -89,7 +165,7 @@ def test_missing_labels_are_an_error(monkeypatch) -> None:
 def test_counted_flops_agree_with_the_formula(bench) -> None:
     results, _ = bench
     for batch, rows in results["batches"].items():
-        for name in ("vanilla", "himap_ref", "himap_25", "fastv_75"):
+        for name in METHODS:
             row = rows[name]
             assert abs(row["counted_vs_formula"]) < 0.05, (batch, name)
             # Stronger: the counter's absolute count is 2 FLOPs per multiply-accumulate of the formula, per sample.
@@ -106,6 +182,11 @@ def test_schedules_show_in_the_token_counts(bench) -> None:
     text = PREFIX_TOKENS + TEXT_TOKENS
     assert rows["himap_ref"]["tokens_per_layer"] == [text + 576] * 2 + [text + 288] * 6 + [text + 72] * 4
     assert rows["fastv_75"]["tokens_per_layer"] == [text + 576] * 2 + [text + 144] * 10
+    assert rows["pdrop"]["tokens_per_layer"] == [text + n for n in [576] * 3 + [288] * 3 + [144] * 3 + [72] * 3]
+    assert rows["dart_20"]["tokens_per_layer"] == [text + 576] * 2 + [text + 115] * 10
+    assert rows["visionzip_25"]["tokens_per_layer"] == [text + 144] * 12
+    for name, method in METHODS.items():  # what the engine ran is what the config's schedule says
+        assert rows[name]["tokens_per_layer"] == [text + n for n in method.config.image_tokens_per_layer(576, 12)]
 
 
 def test_memory_is_measured(bench) -> None:
@@ -167,6 +248,11 @@ def test_bad_settings_name_the_value(field: str, value: object, message: str) ->
         BenchSettings(**{field: value})
 
 
+def test_reference_style_needs_the_reference_setting() -> None:
+    with pytest.raises(ValueError, match="must include himap_ref for the reference-style runs"):
+        BenchSettings(methods=("vanilla", "fastv_50"), reference_style=True)
+
+
 @pytest.fixture(scope="module")
 def cli() -> dict:
     """The command line's functions, loaded from the script as a module (it is not importable by name)."""
@@ -199,3 +285,5 @@ def test_arguments_fill_the_settings(cli, tmp_path) -> None:
     settings, out = cli["parse_args"](["--shape", "tiny", "--batch-sizes", "1,8", "--out", str(tmp_path)])
     assert (settings.shape, settings.batch_sizes, settings.threads, out) == ("tiny", (1, 8), 1, tmp_path)
     assert cli["parse_args"]([])[1] == REPO / "results" / "bench" / "scaled-cpu"
+    assert cli["parse_args"]([])[0].fastv_pairs
+    assert not cli["parse_args"](["--no-fastv-pairs"])[0].fastv_pairs

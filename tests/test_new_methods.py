@@ -311,9 +311,7 @@ PRESET_COSTS = {  # what configs/methods.yaml says, at the 7B shape
 
 def tokens_at_7b(config: PruningConfig, text: int = 74, image: int = IMAGE_TOKENS, layers: int = 32) -> list[int]:
     """Tokens of each of 7B's layers under ``config``, from its schedule bound to 32 layers."""
-    steps = config.for_depth(layers).steps
-    kept = [min([image] + [step.budget(image) for step in steps if step.layer <= layer]) for layer in range(layers)]
-    return [text + n for n in kept]
+    return [text + n for n in config.image_tokens_per_layer(image, layers)]
 
 
 def test_presets_costs_at_the_7b_shape() -> None:

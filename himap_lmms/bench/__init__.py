@@ -1,4 +1,4 @@
-"""What pruning buys in time, FLOPs and memory: vanilla, FastV and HiMAP side by side, one process, same inputs.
+"""What pruning buys in time, FLOPs and memory: the method presets side by side, one process, same inputs.
 
 ``scripts/bench_cost.py`` is its command line; the README's "Cost benchmark" has the method and the results.
 Random-weight LLaVA shapes (:mod:`himap_lmms.shapes`) run through :meth:`PrunedLlava.generate`; the pruning's
@@ -8,13 +8,14 @@ own cost is read from the engine's ``torch.profiler`` labels.
 from himap_lmms.bench.measure import LiveTensorMemory
 from himap_lmms.bench.report import markdown, write_outputs
 from himap_lmms.bench.run import run_benchmark
-from himap_lmms.bench.settings import METHODS, REFERENCE, BenchSettings, check_device
+from himap_lmms.bench.settings import DEFAULT_METHODS, REFERENCE, BenchSettings, bench_methods, check_device
 
 __all__ = [
-    "METHODS",
+    "DEFAULT_METHODS",
     "REFERENCE",
     "BenchSettings",
     "LiveTensorMemory",
+    "bench_methods",
     "check_device",
     "markdown",
     "run_benchmark",

@@ -85,6 +85,32 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         vanilla = rows["vanilla"]
         lines += ["", f"## Batch {batch}", "", _table(speed), "", _table(cost), ""]
+        paired = [
+            {
+                "method": labels[name],
+                "FastV at its FLOPs": labels[p["partner"]],
+                "FLOPs ratio method / FastV": f"{p['flops_ratio']:.4f} / {p['flops_ratio_partner']:.4f}",
+                "prefill time / FastV's": _spread(p["prefill_ratio"], "", 3),
+                "pruning overhead method / FastV": (
+                    f"{100 * p['overhead_share']:.2f} % / {100 * p['overhead_share_partner']:.2f} %"
+                ),
+            }
+            for name, r in rows.items()
+            if (p := r.get("vs_equal_flops_fastv"))
+        ]
+        if paired:
+            lines += [
+                "At equal FLOPs: each method against FastV from K=2 at its FLOPs ratio (swiglu formula), timed in the "
+                "same rounds; prefill time ratios are paired within a round.",
+                "",
+            ]
+            lines += [_table(paired), ""]
+        if results.get("unpaired"):
+            lines += [
+                f"No FastV partner for {', '.join(results['unpaired'])}: FastV from K=2 keeping a single image token "
+                "costs more FLOPs at this shape.",
+                "",
+            ]
         if REFERENCE in rows:
             split = ", ".join(
                 f"{part.rsplit('.', 1)[-1]} {1e3 * t:.1f} ms"
@@ -142,8 +168,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         )
         if index == 0:
             for name, xy in zip(rows, zip(x, medians)):
-                label = results["methods"][name]["label"].replace(" (reference)", "")
-                axis.annotate(label, xy, textcoords="offset points", xytext=(-6, 8), ha="right", fontsize=8)
+                if not results["methods"][name]["paired_with"]:  # a FastV partner sits on its method's x
+                    axis.annotate(name, xy, textcoords="offset points", xytext=(-6, 8), ha="right", fontsize=8)
     reference = results["batches"].get("1", {}).get(REFERENCE)
     if "reference_style" in results and reference:
         axis.scatter(

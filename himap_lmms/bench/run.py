@@ -3,7 +3,7 @@
 For each batch size: one counting pass per method (untimed; it also warms the kernels up), ``warmup`` untimed
 rounds, then ``repeats`` rounds in which every method runs once timed and once profiled (a prefill), in an order
 rotated from round to round, so that machine noise hits all methods alike and speed-ups can be paired within a
-round.
+round. A method's equal-FLOPs FastV partner runs right after it in every round.
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration
 
 from himap_lmms.bench.measure import count_prefill, pruning_overhead, reference_style_run, timed_run
-from himap_lmms.bench.settings import METHODS, REFERENCE, BenchSettings
+from himap_lmms.bench.settings import (
+    PAIR_PREFIX,
+    REFERENCE,
+    BenchSettings,
+    Method,
+    bench_methods,
+    wants_fastv_partner,
+)
 from himap_lmms.bench.summary import goals, spread, summarise_batch
 from himap_lmms.shapes import SHAPES, LlavaShape, build_random_llava, prompt_inputs
 
@@ -39,26 +46,36 @@ def _run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     dtype = getattr(torch, settings.dtype)
     started = time.perf_counter()
     model = build_random_llava(shape, dtype, device, "sdpa")
-    names = list(settings.methods)
+    methods = bench_methods(settings.methods, shape, settings.fastv_pairs)
+    names = list(methods)
     runs_per_batch = len(names) * (1 + settings.warmup + settings.repeats)
     reference_runs = 2 * (settings.reference_repeats + 1) if settings.reference_style else 0
     bar = tqdm(total=runs_per_batch * len(settings.batch_sizes) + reference_runs, disable=not settings.progress)
 
     results: dict[str, Any] = {
-        "settings": vars(settings) | {"batch_sizes": list(settings.batch_sizes), "methods": names},
+        "settings": vars(settings) | {"batch_sizes": list(settings.batch_sizes), "methods": list(settings.methods)},
         "shape": vars(shape) | {"num_image_tokens": shape.num_image_tokens, "summary": shape.describe()},
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "methods": {name: {"label": METHODS[name].label, "config": METHODS[name].config.describe()} for name in names},
+        "methods": {
+            name: {"label": m.label, "config": m.config.describe(), "paired_with": m.paired_with}
+            for name, m in methods.items()
+        },
         "batches": {},
     }
+    if settings.fastv_pairs:  # methods FastV from K=2 cannot match: the report names them
+        results["unpaired"] = [
+            name
+            for name in settings.methods
+            if wants_fastv_partner(methods[name].config) and PAIR_PREFIX + name not in methods
+        ]
     for batch in settings.batch_sizes:
         inputs = prompt_inputs(shape, batch, device, dtype)
         counted = {}
         for name in names:
             bar.set_description(f"batch {batch} counting {name}")
-            counted[name] = count_prefill(model, shape, inputs, METHODS[name].config)
+            counted[name] = count_prefill(model, shape, inputs, methods[name].config)
             bar.update()
         timed: dict[str, list[dict[str, float]]] = {name: [] for name in names}
         profiled: dict[str, list[dict[str, float]]] = {name: [] for name in names}
@@ -67,16 +84,17 @@ def _run_benchmark(settings: BenchSettings) -> dict[str, Any]:
             for name in rotated(names, round_index):
                 label = "warm-up" if warm else f"round {round_index - settings.warmup + 1}"
                 bar.set_description(f"batch {batch} {label} {name}")
-                config = METHODS[name].config
+                config = methods[name].config
                 run = timed_run(model, inputs, config, settings.new_tokens)
                 if not warm:
                     timed[name].append(run)
                     profiled[name].append(pruning_overhead(model, inputs, config))
                 bar.update()
-        results["batches"][str(batch)] = summarise_batch(shape, batch, counted, timed, profiled)
+        pairs = {m.paired_with: name for name, m in methods.items() if m.paired_with}
+        results["batches"][str(batch)] = summarise_batch(shape, batch, counted, timed, profiled, pairs)
 
     if settings.reference_style:
-        results["reference_style"] = run_reference_style(model, shape, settings, bar)
+        results["reference_style"] = run_reference_style(model, shape, settings, methods, bar)
     bar.close()
     results["seconds"] = time.perf_counter() - started
     results["goals"] = goals(results)
@@ -84,7 +102,11 @@ def _run_benchmark(settings: BenchSettings) -> dict[str, Any]:
 
 
 def run_reference_style(
-    model: LlavaForConditionalGeneration, shape: LlavaShape, settings: BenchSettings, bar: tqdm
+    model: LlavaForConditionalGeneration,
+    shape: LlavaShape,
+    settings: BenchSettings,
+    methods: dict[str, Method],
+    bar: tqdm,
 ) -> dict[str, Any]:
     """Vanilla and the reference HiMAP at batch 1 the authors' way; the model goes back to SDPA after."""
     inputs = prompt_inputs(shape, 1, torch.device(settings.device), getattr(torch, settings.dtype))
@@ -98,7 +120,7 @@ def run_reference_style(
                 # The warm-up makes one token only: that runs eager attention on the prompt's shapes, at a fraction
                 # of the cost of a whole no-cache generation.
                 tokens = 1 if round_index == 0 else settings.new_tokens
-                result = reference_style_run(model, inputs, METHODS[name].config, tokens)
+                result = reference_style_run(model, inputs, methods[name].config, tokens)
                 if round_index:
                     times[name].append(result)
                 bar.update()

@@ -1,4 +1,11 @@
-"""What a cost-benchmark run compares and measures, checked before any model is built."""
+"""What a cost-benchmark run compares and measures, checked before any model is built.
+
+The methods are the presets of ``configs/methods.yaml``, the file the sweeps read, so a preset means the same
+schedule in both. Each is labelled by what it keeps at the benchmark's shape (``HiMAP 2/288 8/72``: layer /
+image tokens from there on). Every pruned method that is not FastV gets a FastV partner, ``fastv=<preset>``,
+that keeps the number of image tokens from K=2 whose formula FLOPs ratio on the benchmark's prompt is closest
+to the method's: timed in the same rounds, the pair says what the method's own scoring costs at equal FLOPs.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +13,106 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import yaml
 
+from himap_lmms.cost import prefill_cost
 from himap_lmms.pruning import PruningConfig
-from himap_lmms.shapes import SHAPES
+from himap_lmms.shapes import PREFIX_TOKENS, SHAPES, TEXT_TOKENS, LlavaShape
+from himap_lmms.sweep import CONFIGS
+
+PRESETS = CONFIGS / "methods.yaml"
+# What a run compares unless told otherwise: the paper's settings of FastV and HiMAP and the later methods' presets.
+DEFAULT_METHODS = (
+    "vanilla",
+    "fastv_50",
+    "fastv_75",
+    "himap_ref",
+    "himap_25",
+    "dart_20",
+    "dart_10",
+    "pdrop",
+    "pdrop_25",
+    "visionzip_25",
+    "visionzip_11",
+)
+REFERENCE = "himap_ref"  # the setting the goals are checked at
+PAIR_PREFIX = "fastv="
+PAIR_LAYER = 2  # FastV's K in the pairs, as in its paper and the fastv presets
+# Matched by the swiglu formula: it counts what a LLaMA layer computes (the FLOP counter agrees with it exactly).
+PAIR_CONVENTION = "swiglu"
+_NAMES = {
+    "none": "vanilla",
+    "fastv": "FastV",
+    "himap": "HiMAP",
+    "random": "random",
+    "input": "input",
+    "dart": "DART",
+    "pyramiddrop": "PyramidDrop",
+    "visionzip": "VisionZip",
+}
 
 
 class Method(NamedTuple):
     config: PruningConfig
     label: str
+    paired_with: str | None = None  # a FastV partner: the preset whose FLOPs it matches
 
 
-# FastV's R is the share pruned; the engine's ratio is the share kept.
-METHODS: dict[str, Method] = {
-    "vanilla": Method(PruningConfig.none(), "vanilla"),
-    "fastv_50": Method(PruningConfig.fastv(k=2, ratio=0.5), "FastV K=2 R=50%"),
-    "fastv_75": Method(PruningConfig.fastv(k=2, ratio=0.25), "FastV K=2 R=75%"),
-    "himap_ref": Method(PruningConfig.himap(k1=2, keep1=288, k2=8, keep2=72), "HiMAP 2/288 8/72 (reference)"),
-    "himap_25": Method(PruningConfig.himap(k1=2, keep1=144, k2=8, keep2=36), "HiMAP 2/144 8/36"),
-}
-REFERENCE = "himap_ref"  # the setting the goals are checked at
+def method_presets() -> dict[str, PruningConfig]:
+    """Every method preset of ``configs/methods.yaml``, in the file's order."""
+    presets = yaml.safe_load(PRESETS.read_text())
+    return {name: PruningConfig.from_args(**args) for name, args in presets.items()}
+
+
+def formula_flops_ratio(config: PruningConfig, shape: LlavaShape, convention: str = PAIR_CONVENTION) -> float:
+    """The prefill FLOPs ratio of ``config`` on the benchmark's prompt at ``shape``, by the formula, from the
+    schedule alone."""
+    text, image = PREFIX_TOKENS + TEXT_TOKENS, shape.num_image_tokens
+    tokens = [text + n for n in config.image_tokens_per_layer(image, shape.layers)]
+    return prefill_cost(tokens, shape.hidden, shape.intermediate, convention, prompt_tokens=text + image).flops_ratio
+
+
+def wants_fastv_partner(config: PruningConfig) -> bool:
+    """Whether a method is timed against FastV at its FLOPs: every pruned one but FastV itself."""
+    return bool(config.steps) and config.method != "fastv"
+
+
+def equal_flops_fastv(config: PruningConfig, shape: LlavaShape) -> PruningConfig | None:
+    """FastV from K=2 keeping the count of image tokens whose formula FLOPs ratio is the closest to ``config``'s
+    (FastV's ratio grows with the count, so this is its cost solved for the method's, to one token); None when
+    even one image token from K=2 costs more than ``config`` (few tokens from layer 0 on a shallow decoder)."""
+    target = formula_flops_ratio(config, shape)
+    if formula_flops_ratio(PruningConfig.fastv(k=PAIR_LAYER, keep=1), shape) > target:
+        return None
+    candidates = (PruningConfig.fastv(k=PAIR_LAYER, keep=keep) for keep in range(1, shape.num_image_tokens + 1))
+    return min(candidates, key=lambda fastv: abs(formula_flops_ratio(fastv, shape) - target))
+
+
+def label(config: PruningConfig, shape: LlavaShape) -> str:
+    """``HiMAP 2/288 8/72``: the method and, per step, its layer and the image tokens kept from there on at
+    ``shape``; a step before layer 0 reads ``144 of 576``."""
+    counts = config.image_tokens_per_layer(shape.num_image_tokens, shape.layers)
+    steps = [
+        f"{counts[0]} of {shape.num_image_tokens}" if step.layer == 0 else f"{step.layer}/{counts[step.layer]}"
+        for step in config.for_depth(shape.layers).steps
+    ]
+    return " ".join([_NAMES[config.method], *steps])
+
+
+def bench_methods(names: tuple[str, ...], shape: LlavaShape, fastv_pairs: bool) -> dict[str, Method]:
+    """The presets ``names`` labelled at ``shape`` (``HiMAP 2/288 8/72 (himap_ref)``), each pruned one that is
+    not FastV followed by its equal-FLOPs FastV partner when ``fastv_pairs`` and FastV can cost that little."""
+    presets = method_presets()
+    methods = {}
+    for name in names:
+        config = presets[name]
+        methods[name] = Method(config, f"{label(config, shape)} ({name})")
+        fastv = equal_flops_fastv(config, shape) if fastv_pairs and wants_fastv_partner(config) else None
+        if fastv is not None:
+            methods[PAIR_PREFIX + name] = Method(fastv, f"{label(fastv, shape)} (= {name}'s FLOPs)", name)
+    return methods
+
+
 DTYPES = ("bfloat16", "float16", "float32")
 
 
@@ -45,7 +133,8 @@ class BenchSettings:
     reference_style: bool = False
     reference_repeats: int = 3
     threads: int | None = None
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    fastv_pairs: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -61,9 +150,12 @@ class BenchSettings:
             value = getattr(self, name)
             if value is not None and value < least:
                 raise ValueError(f"{name}={value} must be >= {least}")
-        unknown = [name for name in self.methods if name not in METHODS]
+        presets = method_presets()
+        unknown = [name for name in self.methods if name not in presets]
         if unknown:
-            raise ValueError(f"unknown methods {unknown}: choose from {', '.join(METHODS)}")
+            raise ValueError(f"unknown methods {unknown}: choose from {', '.join(presets)} ({PRESETS.name})")
+        if self.reference_style and REFERENCE not in self.methods:
+            raise ValueError(f"methods={list(self.methods)} must include {REFERENCE} for the reference-style runs")
         if "vanilla" not in self.methods:
             raise ValueError(f"methods={list(self.methods)} must include vanilla: every speed-up is taken against it")
 

@@ -1,4 +1,5 @@
-"""From a batch's raw measurements to per-method rows (FLOPs ratios, paired speed-ups, overhead) and the goals."""
+"""From a batch's raw measurements to per-method rows (FLOPs ratios, paired speed-ups, overhead, the prefill
+against an equal-FLOPs FastV) and the goals."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ GOAL_PREFILL_EFFICIENCY = 0.85  # prefill speed-up >= 0.85 x 1 / FLOPs ratio
 GOAL_OVERHEAD = 0.03  # scoring + top-k + compaction < 3 % of the prefill
 GOAL_END_TO_END = 2.0  # end-to-end speed-up over our own vanilla
 GOAL_FLOPS_AGREEMENT = 0.05  # counted vs formula FLOPs ratio
+GOAL_EQUAL_FLOPS_PREFILL = 0.05  # prefill time within 5 % of FastV's at the same FLOPs ratio
+PAIR_FLOPS_TOLERANCE = 0.01  # a FastV partner's FLOPs ratio (swiglu formula) may differ by one point at most
 
 Runs = dict[str, list[dict[str, float]]]
 
@@ -23,20 +26,27 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def summarise_batch(
-    shape: LlavaShape, batch: int, counted: dict[str, dict[str, Any]], timed: Runs, profiled: Runs
+    shape: LlavaShape,
+    batch: int,
+    counted: dict[str, dict[str, Any]],
+    timed: Runs,
+    profiled: Runs,
+    pairs: dict[str, str],
 ) -> dict[str, dict[str, Any]]:
-    """Per method: counts, medians with min/max, within-round speed-ups, overhead share, achievable bounds.
+    """Per method: counts, medians with min/max, within-round speed-ups, overhead share, achievable bounds, and for
+    a method with an equal-FLOPs FastV partner (``pairs``: method -> partner) its prefill against the partner's.
 
     ``timed[name][i]`` and ``profiled[name][i]`` come from round ``i``; a speed-up is vanilla's time over the
-    method's in the same round.
+    method's in the same round, and so is a method's prefill over its partner's.
     """
     vanilla_counted, vanilla_runs = counted["vanilla"], timed["vanilla"]
     vanilla_prefill = statistics.median(r["prefill"] for r in vanilla_runs)
     vanilla_total = statistics.median(r["total"] for r in vanilla_runs)
+    prompt = vanilla_counted["tokens_per_layer"][0]  # a method that prunes before layer 0 starts below it
     rows = {}
     for name, measured in counted.items():
         tokens = measured["tokens_per_layer"]
-        formula = {c: prefill_cost(tokens, shape.hidden, shape.intermediate, c) for c in ("fastv", "swiglu")}
+        formula = {c: prefill_cost(tokens, shape.hidden, shape.intermediate, c, prompt) for c in ("fastv", "swiglu")}
         counted_ratio = measured["flops_decoder_layers"] / vanilla_counted["flops_decoder_layers"]
         whole_ratio = measured["flops_whole_prefill"] / vanilla_counted["flops_whole_prefill"]
         runs, profiles = timed[name], profiled[name]
@@ -72,11 +82,21 @@ def summarise_batch(
             "raw": runs,
             "raw_profiled": profiles,
         }
+    for name, partner in pairs.items():
+        rows[name]["vs_equal_flops_fastv"] = {
+            "partner": partner,
+            "flops_ratio": rows[name]["flops_ratio_formula_swiglu"],
+            "flops_ratio_partner": rows[partner]["flops_ratio_formula_swiglu"],
+            "prefill_ratio": spread([m["prefill"] / f["prefill"] for m, f in zip(timed[name], timed[partner])]),
+            "overhead_share": rows[name]["overhead_share"]["median"],
+            "overhead_share_partner": rows[partner]["overhead_share"]["median"],
+        }
     return rows
 
 
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The goals, at the reference setting for every batch size: what was asked, what was measured."""
+    """The goals for every batch size, at the reference setting and for every method with an equal-FLOPs FastV
+    partner: what was asked, what was measured."""
     checks = []
 
     def check(goal: str, passed: bool, value: str) -> None:
@@ -84,6 +104,17 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     new_tokens = results["settings"]["new_tokens"]
     for batch, rows in results["batches"].items():
+        for name, pair in ((n, r["vs_equal_flops_fastv"]) for n, r in rows.items() if "vs_equal_flops_fastv" in r):
+            ratio, flops = pair["prefill_ratio"], (pair["flops_ratio"], pair["flops_ratio_partner"])
+            matched = abs(flops[0] - flops[1]) <= PAIR_FLOPS_TOLERANCE
+            check(
+                f"batch {batch}: {name}'s prefill within {GOAL_EQUAL_FLOPS_PREFILL:.0%} of FastV's at the same FLOPs "
+                f"ratio ({pair['partner']})",
+                matched and abs(ratio["median"] - 1) <= GOAL_EQUAL_FLOPS_PREFILL,
+                f"{ratio['median']:.3f}x FastV's [{ratio['min']:.3f}-{ratio['max']:.3f}] at FLOPs ratios "
+                f"{flops[0]:.4f} / {flops[1]:.4f}; pruning overhead {100 * pair['overhead_share']:.2f} % vs "
+                f"{100 * pair['overhead_share_partner']:.2f} % of the prefill",
+            )
         row = rows.get(REFERENCE)
         if row is None:
             continue

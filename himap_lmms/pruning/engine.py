@@ -18,9 +18,10 @@ Instead of pruning, the probes edit attention (:data:`AttentionEdit`): with meth
 edges from any layer's causal mask, in the prefill and at every decoding step, so a probe's generation runs
 through this same loop rather than a copy of it.
 
-The three parts of a pruning step run under ``torch.profiler.record_function`` labels (:data:`PRUNING_LABELS`),
-so a profiler run reads their cost back without touching the engine; with no profiler active a label is one
-cheap dispatcher call and adds no device synchronisation.
+The three parts of a pruning step run under ``torch.profiler.record_function`` labels (:data:`PRUNING_LABELS`
+of :mod:`himap_lmms.pruning.scoring`, which VisionZip's selection in the tower shares), so a profiler run reads
+their cost back without touching the engine; with no profiler active a label is one cheap dispatcher call and
+adds no device synchronisation.
 """
 
 from __future__ import annotations
@@ -44,13 +45,16 @@ from himap_lmms.llava_forward import (
     position_ids_of,
 )
 from himap_lmms.pruning.config import ATTENTION_SCORES, PruningConfig
-from himap_lmms.pruning.scoring import duplication_scores, positional_scores, score_image_tokens, select_top
+from himap_lmms.pruning.scoring import (
+    COMPACT_LABEL,
+    SCORE_LABEL,
+    TOP_K_LABEL,
+    duplication_scores,
+    positional_scores,
+    score_image_tokens,
+    select_top,
+)
 from himap_lmms.pruning.visionzip import check_visionzip, visionzip_embeddings
-
-SCORE_LABEL = "himap_lmms.pruning.score"  # the budget and the image tokens' scores
-TOP_K_LABEL = "himap_lmms.pruning.top_k"  # which image tokens each sample keeps
-COMPACT_LABEL = "himap_lmms.pruning.compact"  # the gathers that shorten the sequence to the kept tokens
-PRUNING_LABELS = (SCORE_LABEL, TOP_K_LABEL, COMPACT_LABEL)
 
 AttentionEdit = Callable[[int, torch.Tensor], torch.Tensor]
 """``(layer index, allowed) -> allowed``: which edges a layer keeps, given its causal ``(batch, q, kv)`` bool.

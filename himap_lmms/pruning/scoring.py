@@ -23,6 +23,13 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repea
 
 from himap_lmms.pruning.config import Score
 
+# The profiler labels of a pruning step's three parts, in the engine's loop (and, for the score, VisionZip's
+# selection in the vision tower), which the cost benchmark reads back as the pruning's overhead.
+SCORE_LABEL = "himap_lmms.pruning.score"  # the budget and the image tokens' scores
+TOP_K_LABEL = "himap_lmms.pruning.top_k"  # which image tokens each sample keeps
+COMPACT_LABEL = "himap_lmms.pruning.compact"  # the gathers that shorten the sequence to the kept tokens
+PRUNING_LABELS = (SCORE_LABEL, TOP_K_LABEL, COMPACT_LABEL)
+
 
 def attention_rows(
     layer: nn.Module,

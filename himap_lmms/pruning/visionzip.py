@@ -23,11 +23,12 @@ exactly those slots, which is why ``stats.kept`` lists dominant and target slots
 from __future__ import annotations
 
 import torch
+from torch.profiler import record_function
 from transformers import PreTrainedModel
 
 from himap_lmms.llava_forward import write_image_features
 from himap_lmms.pruning.config import PruneStep
-from himap_lmms.pruning.scoring import select_top
+from himap_lmms.pruning.scoring import SCORE_LABEL, select_top
 
 
 def check_visionzip(model: PreTrainedModel) -> None:
@@ -83,6 +84,16 @@ def select_tokens(
     and ``(images, P)`` the slots kept (dominant and targets)."""
     tower = model.model.vision_tower
     states = tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
+    # The tower runs for every method; what VisionZip adds to it is labelled as its score.
+    with record_function(SCORE_LABEL):
+        return _select(model, states, step)
+
+
+def _select(
+    model: PreTrainedModel, states: tuple[torch.Tensor, ...], step: PruneStep
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`select_tokens` on the tower's hidden states: the dominant patches, then the merged ones."""
+    tower = model.model.vision_tower
     feature = feature_index(model)
     features = states[feature][:, 1:].clone()
     class_attention, keys = _class_attention_and_keys(tower.encoder.layers[feature - 1], states[feature - 1])
