@@ -179,7 +179,7 @@ def plot(rows: Sequence[dict], vanilla: float, path: Path) -> None:
 
     Drawn on an Agg canvas with matplotlib's object API, as the probes' figures are: no global backend switch.
     """
-    figure = Figure(figsize=(11, 4), dpi=120)
+    figure = Figure(figsize=(13, 4.5), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2, sharey=True)
     # One colour per method, its =cost row dashed in the same colour.
@@ -199,7 +199,7 @@ def plot(rows: Sequence[dict], vanilla: float, path: Path) -> None:
     axes[0].set_xlabel("image tokens kept after the last step (%)")
     axes[1].set_xlabel("image tokens kept, mean over layers (%) ~ cost")
     axes[0].set_ylabel("accuracy on the held-out split (%)")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the plot: 12 methods
     figure.suptitle("Testbed LLaVA: accuracy under pruning")
     figure.tight_layout()
     figure.savefig(path)

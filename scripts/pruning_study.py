@@ -1,7 +1,7 @@
 """Accuracy of every pruning method at several budgets on the testbed, plus its blank-image control and saliency.
 
     python scripts/pruning_study.py                   # testbed + shipped held-out split -> results/testbed/
-    python scripts/pruning_study.py --limit 100 --saliency-examples 10
+    python scripts/pruning_study.py --limit 100 --saliency-examples 10 --threads 1
 
 What the budgets and methods are: :mod:`himap_lmms.pruning_study`.
 """
@@ -31,12 +31,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit", type=integer_at_least(1), default=None, help="use the first N questions")
     parser.add_argument("--batch-size", type=integer_at_least(1), default=25)
     parser.add_argument("--saliency-examples", type=integer_at_least(0), default=40)
+    parser.add_argument("--threads", type=integer_at_least(1), help="torch threads (default: torch's own count)")
     args = parser.parse_args(argv)
     try:
         docs = list(load_local_split(args.data))[: args.limit]
     except ValueError as error:
         parser.error(f"--data: {error}")
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = LlavaForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(args.model)
     print(run_study(model, processor, docs, args.out, args.batch_size, args.saliency_examples))

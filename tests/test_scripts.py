@@ -80,6 +80,7 @@ def test_train_testbed_refuses_a_file_as_output(no_model_loads, capsys, tmp_path
         (["--limit", "-5"], "argument --limit: -5 is out of range: it must be >= 1"),
         (["--batch-size", "0"], "argument --batch-size: 0 is out of range: it must be >= 1"),
         (["--saliency-examples", "-1"], "argument --saliency-examples: -1 is out of range: it must be >= 0"),
+        (["--threads", "0"], "argument --threads: 0 is out of range: it must be >= 1"),
         (["--data", "no/such/dir"], "argument --data: 'no/such/dir' is not an existing directory"),
         (["--model", "no/such/model"], "argument --model: 'no/such/model' is not an existing directory"),
     ],
