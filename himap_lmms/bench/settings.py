@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch
 import yaml
 
-from himap_lmms.cost import prefill_cost
+from himap_lmms.cost import Convention, prefill_cost
 from himap_lmms.pruning import PruningConfig
 from himap_lmms.shapes import PREFIX_TOKENS, SHAPES, TEXT_TOKENS, LlavaShape
 from himap_lmms.sweep import CONFIGS
@@ -39,9 +39,8 @@ REFERENCE = "himap_ref"  # the setting the goals are checked at
 PAIR_PREFIX = "fastv="
 PAIR_LAYER = 2  # FastV's K in the pairs, as in its paper and the fastv presets
 # Matched by the swiglu formula: it counts what a LLaMA layer computes (the FLOP counter agrees with it exactly).
-PAIR_CONVENTION = "swiglu"
+PAIR_CONVENTION: Convention = "swiglu"
 _NAMES = {
-    "none": "vanilla",
     "fastv": "FastV",
     "himap": "HiMAP",
     "random": "random",
@@ -53,6 +52,8 @@ _NAMES = {
 
 
 class Method(NamedTuple):
+    """One method of a run: its schedule, its label in the tables and, for a FastV partner, whose FLOPs it has."""
+
     config: PruningConfig
     label: str
     paired_with: str | None = None  # a FastV partner: the preset whose FLOPs it matches
@@ -64,7 +65,7 @@ def method_presets() -> dict[str, PruningConfig]:
     return {name: PruningConfig.from_args(**args) for name, args in presets.items()}
 
 
-def formula_flops_ratio(config: PruningConfig, shape: LlavaShape, convention: str = PAIR_CONVENTION) -> float:
+def formula_flops_ratio(config: PruningConfig, shape: LlavaShape, convention: Convention = PAIR_CONVENTION) -> float:
     """The prefill FLOPs ratio of ``config`` on the benchmark's prompt at ``shape``, by the formula, from the
     schedule alone."""
     text, image = PREFIX_TOKENS + TEXT_TOKENS, shape.num_image_tokens
@@ -106,7 +107,7 @@ def bench_methods(names: tuple[str, ...], shape: LlavaShape, fastv_pairs: bool) 
     methods = {}
     for name in names:
         config = presets[name]
-        methods[name] = Method(config, f"{label(config, shape)} ({name})")
+        methods[name] = Method(config, f"{label(config, shape)} ({name})" if config.steps else name)
         fastv = equal_flops_fastv(config, shape) if fastv_pairs and wants_fastv_partner(config) else None
         if fastv is not None:
             methods[PAIR_PREFIX + name] = Method(fastv, f"{label(fastv, shape)} (= {name}'s FLOPs)", name)
