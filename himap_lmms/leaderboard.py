@@ -50,6 +50,7 @@ import pandas as pd
 
 from himap_lmms.cost import throughput_key
 from himap_lmms.pruning.config import PRUNING_ARGUMENTS
+from himap_lmms.values import is_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +154,7 @@ def parse_model_args(model_args: str | Mapping[str, Any] | None) -> dict[str, st
 
 def model_display_name(name: str) -> str:
     """A local path shows as its last component; a hub id (``org/name``) stays whole."""
-    is_path = name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
-    return Path(name.rstrip("/\\")).name if is_path else name
+    return Path(name.rstrip("/\\")).name if is_local_path(name) else name
 
 
 def run_time(data: Mapping[str, Any], source: Path) -> datetime:

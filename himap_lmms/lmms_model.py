@@ -44,7 +44,7 @@ from himap_lmms.cost import CONVENTIONS, metric_name
 from himap_lmms.llava_forward import SUPPORTED_ATTENTION
 from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
 from himap_lmms.pruning import Generation, PrunedLlava, PruningConfig, split_pruning_args
-from himap_lmms.values import parse_float, parse_int
+from himap_lmms.values import is_local_path, parse_float, parse_int
 
 logger = logging.getLogger(__name__)
 
@@ -449,8 +449,7 @@ def _checkpoint(pretrained: str) -> str:
     path = Path(pretrained).expanduser()
     if path.is_dir():
         return str(path)
-    looks_local = pretrained.startswith((".", "/", "~")) or "\\" in pretrained or pretrained.count("/") > 1
-    if path.exists() or looks_local:
+    if path.exists() or is_local_path(pretrained):
         what = "a file, not a checkpoint directory" if path.exists() else "no such directory"
         raise ValueError(
             f"pretrained={pretrained!r}: {what} (relative paths resolve against the working directory, {Path.cwd()})"

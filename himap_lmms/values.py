@@ -1,6 +1,10 @@
-"""Numbers as users type them: ``model_args`` and ``--gen_kwargs`` hand over strings, task YAMLs ints, and
-lmms-eval's own parsing sometimes floats (``"4"`` may arrive as ``4.0``). One parser for all of them, so every
-argument accepts the same spellings and every error names the argument."""
+"""Values as users type them.
+
+Numbers: ``model_args`` and ``--gen_kwargs`` hand over strings, task YAMLs ints, and lmms-eval's own parsing
+sometimes floats (``"4"`` may arrive as ``4.0``). One parser for all of them, so every argument accepts the same
+spellings and every error names the argument. Checkpoint names: one rule for telling a local path from a hub id,
+shared by the adapter (which refuses a missing local path) and the leaderboard (which shortens paths).
+"""
 
 from __future__ import annotations
 
@@ -43,3 +47,8 @@ def _as_number(name: str, value: Any, what: str) -> int | float:
         except ValueError:
             pass
     raise ValueError(f"{name}={value!r} is not {what}")
+
+
+def is_local_path(name: str) -> bool:
+    """Whether a ``pretrained`` value names a local path rather than a hub id (``name`` or ``org/name``)."""
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
