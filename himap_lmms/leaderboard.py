@@ -17,8 +17,10 @@ What each row records, so that the reader can see which rows compare:
   (``--limit``), ``batch`` (``--batch_size``), and for sweep runs the ``device`` and torch ``threads`` the
   sweep pinned, and the ``sweep`` id;
 - one column per benchmark with its main metric (:data:`MAIN_METRICS`, else the task's first numeric
-  metric that is not a stderr), then the cost: FLOPs ratio and latency per example (means over the row's
-  benchmarks, from the ``throughput`` block the adapter fills) and the speed-up.
+  metric that is not a stderr) and, with more than one benchmark, their unweighted ``mean`` (empty for a row
+  that lacks one of them: a mean over fewer benchmarks would not compare), then the cost: FLOPs ratio and
+  latency per example (means over the row's benchmarks, from the ``throughput`` block the adapter fills) and
+  the speed-up.
 
 The speed-up is a ratio of two latencies measured side by side: the row's against the vanilla run of the
 same sweep with the same model, backend, non-pruning settings, documents, limit, batch, device and threads.
@@ -57,12 +59,13 @@ logger = logging.getLogger(__name__)
 RESULT_PATTERNS = ("*_results.json", "results*.json")
 SWEEP_MANIFEST = "sweep.json"
 
-# Main metric of known tasks (results key "<metric>,<filter>").
+# Main metric of known tasks (results key "<metric>,<filter>"): POPE's is F1, as LLaVA's papers report it.
 MAIN_METRICS: dict[str, str] = {
-    "scienceqa_img_himap": "exact_match,none",
-    "scienceqa_img_himap_local": "exact_match,none",
-    "scienceqa_img": "exact_match,none",
+    **dict.fromkeys(("scienceqa_img_himap", "scienceqa_img_himap_local", "scienceqa_img"), "exact_match,none"),
+    **dict.fromkeys(("pope", "pope_random", "pope_pop", "pope_adv", "pope_synth"), "pope_f1_score,none"),
+    **dict.fromkeys(("textvqa_val", "textvqa_synth", "vqav2_val", "gqa"), "exact_match,none"),
 }
+MEAN_COLUMN = "mean"
 
 # model_args that name the model, in the order lmms-eval's own tracker looks for them.
 MODEL_ARG_KEYS = ("pretrained", "model", "model_version", "model_name", "model_id", "path", "engine")
@@ -368,6 +371,11 @@ def build_leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
     rows = []
     for run in ordered:
         flops, latency = mean_cost(run) if run.status == OK else (None, None)
+        scores = {
+            benchmark_label(task, metric): _number(run.results.get(task, {}).get(metric)) for task, metric in benchmarks
+        }
+        if len(benchmarks) > 1:
+            scores[MEAN_COLUMN] = _mean(scores.values())
         rows.append(
             {
                 "model": run.model,
@@ -382,17 +390,15 @@ def build_leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
                 "device": run.device,
                 "threads": run.threads,
                 "run (UTC)": run.time.strftime("%Y-%m-%d %H:%M:%S"),
-                **{
-                    benchmark_label(task, metric): _number(run.results.get(task, {}).get(metric))
-                    for task, metric in benchmarks
-                },
+                **scores,
                 "FLOPs ratio": flops,
                 "latency (s/example)": latency,
                 "speed-up vs none": speedup(run, runs),
                 "source": "" if run.source is None else str(run.source),
             }
         )
-    columns = [*IDENTITY_COLUMNS, *CONDITION_COLUMNS, *(benchmark_label(*b) for b in benchmarks), *COST_COLUMNS]
+    scored = [benchmark_label(*b) for b in benchmarks] + ([MEAN_COLUMN] if len(benchmarks) > 1 else [])
+    columns = [*IDENTITY_COLUMNS, *CONDITION_COLUMNS, *scored, *COST_COLUMNS]
     return pd.DataFrame(rows, columns=[*columns, "source"]).astype({"n": "Int64"})
 
 

@@ -278,6 +278,27 @@ def test_a_run_without_a_benchmark_gets_an_empty_cell(tmp_path: Path) -> None:
     assert himap_md[header.index("speed-up vs none")] == ""
 
 
+def test_mean_column_averages_the_benchmarks_of_a_row_and_only_complete_rows(tmp_path: Path) -> None:
+    vanilla = results_payload(VANILLA_ARGS, {SQA: 0.7, MME: 0.5}, cost(0.2, 1.0, (SQA, MME)))
+    write_sweep(tmp_path, "s", {"vanilla": vanilla, "himap": results_payload(HIMAP_ARGS, {SQA: 0.6}, cost(0.1, 0.3))})
+    board = board_for(tmp_path)
+    assert list(board.columns).index("mean") == list(board.columns).index(f"{SQA} exact_match") + 1
+    vanilla_row, himap_row = board.to_dict(orient="records")
+    assert vanilla_row["mean"] == pytest.approx(0.6)
+    assert pd.isna(himap_row["mean"])  # a mean over SQA alone would not compare with one over SQA and MME
+
+
+def test_a_single_benchmark_gets_no_mean_column(tmp_path: Path) -> None:
+    write_sweep(tmp_path, "s", {"vanilla": results_payload(VANILLA_ARGS, {SQA: 0.7}, cost(0.2, 1.0))})
+    assert "mean" not in board_for(tmp_path).columns
+
+
+def test_pope_is_ranked_by_f1() -> None:
+    pope = {"alias": "pope_synth", "pope_accuracy,none": 0.9, "pope_f1_score,none": 0.88, "pope_yes_ratio,none": 0.5}
+    assert lb.candidate_metric("pope_synth", pope) == "pope_f1_score,none"
+    assert lb.candidate_metric("pope", pope) == "pope_f1_score,none"
+
+
 def test_malformed_and_foreign_json_are_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
