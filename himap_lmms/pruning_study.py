@@ -1,6 +1,8 @@
-"""Accuracy of every pruning method at several budgets, against the unpruned model and a blank-image control.
+"""Scores of every pruning method at several budgets on each benchmark, against the unpruned model and a
+blank-image control.
 
-``scripts/pruning_study.py`` runs it on the testbed and its held-out split; :func:`run_study` is the whole study.
+``scripts/pruning_study.py`` runs it on the testbed and its three held-out splits (ScienceQA, POPE, TextVQA;
+:mod:`himap_lmms.synthetic`); :func:`run_study` is the whole study.
 
 Budgets are the share of image tokens kept after the last pruning step (50 %, 25 %, 12.5 %, 6.25 %), the way
 the paper names its settings: FastV keeps it from K=2; HiMAP keeps 4x that at K1=2 and the budget from K2=8 (the
@@ -11,9 +13,10 @@ budget, ``visionzip`` before layer 0 like ``input``. The schedules then cost dif
 ``random`` also runs at HiMAP's *cost* (``fastv=cost``, ``input=cost``, ``dart=cost``, ``pyramiddrop=cost``,
 ``visionzip=cost``): with the ratio that gives it HiMAP's mean share of image tokens over the layers (what the
 prefill FLOPs follow). A schedule that cannot come down to that share gets a row saying so, not a run at
-another cost. The table gives every run's layer-mean share and FLOPs ratio, and the plot shows accuracy against
-both the final budget and the layer-mean share.
-Questions are scored with the ScienceQA task's own prompt and exact-match rule.
+another cost. The tables give every run's layer-mean share and FLOPs ratio, and the plot shows each benchmark's
+score against both the final budget and the layer-mean share.
+Questions are asked with each task's own prompt and scored with its own rule and headline metric
+(:mod:`himap_lmms.benchmark_scoring`): exact match, POPE's F1, VQA accuracy.
 """
 
 from __future__ import annotations
@@ -24,19 +27,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
+from himap_lmms.benchmark_scoring import headline, reply_score
 from himap_lmms.cost import prefill_cost
 from himap_lmms.probes import answer_token_id, saliency_probe
 from himap_lmms.probes.report import write_saliency_report
 from himap_lmms.prompting import chat_prompt
 from himap_lmms.pruning import PrunedLlava, PruningConfig
-from himap_lmms.scienceqa import build_prompt, doc_to_target, is_correct
+from himap_lmms.synthetic import BENCHMARKS
+from himap_lmms.synthetic.scenes import BACKGROUND
 
 BUDGETS = (0.5, 0.25, 0.125, 0.0625)
 METHODS = (
@@ -127,11 +131,16 @@ def methods_at(budget: float, num_layers: int) -> dict[str, PruningConfig | Unre
     }
 
 
-def encode(processor: Any, docs: Sequence[dict], blank: bool = False) -> dict[str, torch.Tensor]:
-    """A batch of docs in the paper's prompt, left-padded; ``blank`` swaps every image for a plain canvas."""
-    prompts = [chat_prompt(processor.tokenizer, build_prompt(d["question"], d["choices"], d["hint"]), 1) for d in docs]
-    images = [Image.new("RGB", d["image"].size, (250, 250, 250)) if blank else d["image"] for d in docs]
+def encode(processor: Any, docs: Sequence[dict], benchmark: str = "scienceqa", blank: bool = False) -> dict:
+    """A batch of docs in their task's prompt, left-padded; ``blank`` swaps every image for a plain canvas."""
+    ask = BENCHMARKS[benchmark].prompt
+    prompts = [chat_prompt(processor.tokenizer, ask(doc), 1) for doc in docs]
+    images = [Image.new("RGB", d["image"].size, BACKGROUND) if blank else d["image"] for d in docs]
     return dict(processor(images=images, text=prompts, return_tensors="pt", padding=True, add_special_tokens=False))
+
+
+# Enough for every answer of the three benchmarks ("bottom middle" is two tokens) and its end of sequence.
+MAX_NEW_TOKENS = 4
 
 
 def evaluate(
@@ -141,25 +150,28 @@ def evaluate(
     config: PruningConfig,
     batch_size: int,
     blank: bool = False,
+    benchmark: str = "scienceqa",
 ) -> dict:
-    """Accuracy (overall and per question category), mean FLOPs ratio and mean share of image tokens per layer of
-    one config on ``docs``."""
+    """One config on ``docs`` of ``benchmark``: its headline ``score``, the share of docs answered right
+    (``accuracy``, overall and per question category), the mean FLOPs ratio and the mean share of image tokens
+    per layer."""
     engine = PrunedLlava(model, config)
     text_config = model.config.get_text_config()
-    correct, ratios, image_share = [], [], []
-    by_category: dict[str, list[bool]] = {}
+    replies, scores, ratios, image_share = [], [], [], []
+    by_category: dict[str, list[float]] = {}
     for start in range(0, len(docs), batch_size):
         chunk = docs[start : start + batch_size]
-        inputs = encode(processor, chunk, blank)
-        out = engine.generate(**inputs, max_new_tokens=2, eos_token_id=processor.tokenizer.eos_token_id)
+        inputs = encode(processor, chunk, benchmark, blank)
+        out = engine.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, eos_token_id=processor.tokenizer.eos_token_id)
         texts = processor.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
         image_tokens = (inputs["input_ids"] == model.config.image_token_id).sum(dim=1)
         text_tokens = inputs["attention_mask"].sum(dim=1) - image_tokens
         for doc, text, tokens, prompt, images, other in zip(
             chunk, texts, out.stats.tokens_per_layer, out.stats.prompt_tokens, image_tokens, text_tokens
         ):
-            correct.append(is_correct(text, doc_to_target(doc)))
-            by_category.setdefault(doc["category"], []).append(correct[-1])
+            replies.append(text)
+            scores.append(reply_score(benchmark, doc, text))
+            by_category.setdefault(category_of(benchmark, doc), []).append(scores[-1])
             cost = prefill_cost(
                 tokens.tolist(), text_config.hidden_size, text_config.intermediate_size, prompt_tokens=int(prompt)
             )
@@ -167,55 +179,99 @@ def evaluate(
             image_share.append(float((tokens - other).float().mean() / images))
     n = len(docs)
     return {
-        "accuracy": sum(correct) / n,
+        "score": headline(benchmark, docs, replies),
+        "accuracy": sum(scores) / n,
         "by_category": {category: sum(hits) / len(hits) for category, hits in sorted(by_category.items())},
         "flops_ratio": sum(ratios) / n,
         "image_tokens_kept": sum(image_share) / n,
     }
 
 
-def plot(rows: Sequence[dict], vanilla: float, path: Path) -> None:
-    """Accuracy against the final budget (left) and against the layer-mean share of image tokens (right).
+def category_of(benchmark: str, doc: dict) -> str:
+    """The question's group: ScienceQA's and POPE's ``category`` column, the family TextVQA rows file under."""
+    return doc["image_classes"][0] if benchmark == "textvqa" else doc["category"]
+
+
+MEAN = "mean"
+
+
+def mean_rows(rows_by_benchmark: dict[str, list[dict]]) -> list[dict]:
+    """Per method and budget, the unweighted mean over the benchmarks of the score and of the costs (a row that
+    could not run on one benchmark cannot run on any: the configs are the same)."""
+    names = list(rows_by_benchmark)
+    merged = []
+    for rows in zip(*rows_by_benchmark.values()):
+        first = rows[0]
+        if "unreachable" in first:
+            merged.append(dict(first))
+            continue
+        merged.append(
+            {
+                "budget": first["budget"],
+                "method": first["method"],
+                **{
+                    key: sum(row[key] for row in rows) / len(names)
+                    for key in ("score", "flops_ratio", "image_tokens_kept")
+                },
+            }
+        )
+    return merged
+
+
+def plot(rows_by_benchmark: dict[str, list[dict]], vanilla: dict[str, float], path: Path) -> None:
+    """One line of panels per benchmark and their mean: score against the final budget (left) and against the
+    layer-mean share of image tokens (right).
 
     Drawn on an Agg canvas with matplotlib's object API, as the probes' figures are: no global backend switch.
     """
-    figure = Figure(figsize=(13, 4.5), dpi=120)
+    panels = {**rows_by_benchmark, MEAN: mean_rows(rows_by_benchmark)}
+    figure = Figure(figsize=(13, 3.6 * len(panels)), dpi=100)
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 2, sharey=True)
+    grid = figure.subplots(len(panels), 2, sharey="row", squeeze=False)
     # One colour per method, its =cost row dashed in the same colour.
     bases = list(dict.fromkeys(method.removesuffix("=cost") for method in METHODS))
     colours = {base: f"C{index}" for index, base in enumerate(bases)}
-    for method in METHODS:
-        ran = [r for r in rows if r["method"] == method and "accuracy" in r]
-        points = sorted((r["budget"], r["image_tokens_kept"], r["accuracy"]) for r in ran)
-        base = method.removesuffix("=cost")
-        style = {"marker": "o", "linestyle": "-" if base == method else "--", "color": colours[base], "label": method}
-        axes[0].plot([100 * b for b, _, _ in points], [100 * a for _, _, a in points], **style)
-        axes[1].plot([100 * k for _, k, _ in points], [100 * a for _, _, a in points], **style)
-    for axis in axes:
-        axis.axhline(100 * vanilla, color="black", linestyle=":", label="vanilla")
-        axis.set_xscale("log", base=2)
-    axes[0].set_xticks([100 * b for b in BUDGETS], [f"{100 * b:g}" for b in BUDGETS])
-    axes[0].set_xlabel("image tokens kept after the last step (%)")
-    axes[1].set_xlabel("image tokens kept, mean over layers (%) ~ cost")
-    axes[0].set_ylabel("accuracy on the held-out split (%)")
-    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the plot: 12 methods
-    figure.suptitle("Testbed LLaVA: accuracy under pruning")
+    for axes, (name, rows) in zip(grid, panels.items()):
+        for method in METHODS:
+            points = sorted(
+                (r["budget"], r["image_tokens_kept"], r["score"])
+                for r in rows
+                if r["method"] == method and "score" in r
+            )
+            base = method.removesuffix("=cost")
+            style = {
+                "marker": "o",
+                "linestyle": "-" if base == method else "--",
+                "color": colours[base],
+                "label": method,
+            }
+            axes[0].plot([100 * b for b, _, _ in points], [100 * a for _, _, a in points], **style)
+            axes[1].plot([100 * k for _, k, _ in points], [100 * a for _, _, a in points], **style)
+        for axis in axes:
+            axis.axhline(100 * vanilla[name], color="black", linestyle=":", label="vanilla")
+            axis.set_xscale("log", base=2)
+        axes[0].set_xticks([100 * b for b in BUDGETS], [f"{100 * b:g}" for b in BUDGETS])
+        axes[0].set_ylabel(f"{name}: {'mean score' if name == MEAN else BENCHMARKS[name].headline} (%)")
+    grid[-1][0].set_xlabel("image tokens kept after the last step (%)")
+    grid[-1][1].set_xlabel("image tokens kept, mean over layers (%) ~ cost")
+    grid[0][1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the plot: 12 methods
+    figure.suptitle("Testbed LLaVA: held-out scores under pruning")
     figure.tight_layout()
     figure.savefig(path)
 
 
-def table(num_docs: int, vanilla: dict, blank: dict, rows: Sequence[dict]) -> str:
-    """The study as Markdown: vanilla and blank-image accuracy, vanilla by category, one table row per run."""
+def table(name: str, num_docs: int, vanilla: dict, blank: dict, rows: Sequence[dict]) -> str:
+    """One benchmark as Markdown: vanilla and blank-image score, vanilla by category, one table row per run."""
+    metric = BENCHMARKS[name].headline
     lines = [
-        f"Held-out split: {num_docs} questions. Vanilla accuracy {100 * vanilla['accuracy']:.1f} %; "
-        f"with a blank image {100 * blank['accuracy']:.1f} %.",
+        f"{name} ({num_docs} questions, {metric}): vanilla {100 * vanilla['score']:.1f} %; "
+        f"with a blank image {100 * blank['score']:.1f} % (accuracy {100 * blank['accuracy']:.1f} %).",
         "",
-        "Vanilla by category: "
+        "Vanilla by category (share answered right): "
         + "; ".join(f"{category} {100 * acc:.1f} %" for category, acc in vanilla["by_category"].items())
         + ".",
         "",
-        "| kept after last step | method | accuracy | Δ vs vanilla | image tokens kept (layer mean) | FLOPs ratio |",
+        f"| kept after last step | method | {metric} | Δ vs vanilla | image tokens kept (layer mean) | FLOPs ratio |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -223,21 +279,22 @@ def table(num_docs: int, vanilla: dict, blank: dict, rows: Sequence[dict]) -> st
             lines.append(f"| {100 * row['budget']:g} % | {row['method']} | {row['unreachable']} | | | |")
             continue
         lines.append(
-            f"| {100 * row['budget']:g} % | {row['method']} | {100 * row['accuracy']:.1f} % | "
-            f"{100 * (row['accuracy'] - vanilla['accuracy']):+.1f} | {100 * row['image_tokens_kept']:.1f} % | "
+            f"| {100 * row['budget']:g} % | {row['method']} | {100 * row['score']:.1f} % | "
+            f"{100 * (row['score'] - vanilla['score']):+.1f} | {100 * row['image_tokens_kept']:.1f} % | "
             f"{100 * row['flops_ratio']:.1f} % |"
         )
     return "\n".join(lines) + "\n"
 
 
 def table_by_budget(rows: Sequence[dict]) -> str:
-    """The same runs, one line per method and one column per budget: accuracy, then the FLOPs ratio in
-    brackets (a row that could not run at its cost shows a dash; the long table says why)."""
+    """The runs of one benchmark (or their mean), one line per method and one column per budget: the score,
+    then the FLOPs ratio in brackets (a row that could not run at its cost shows a dash; the long table says
+    why)."""
     budgets = list(dict.fromkeys(row["budget"] for row in rows))
     cells = {
         (row["method"], row["budget"]): "–"
         if "unreachable" in row
-        else f"{100 * row['accuracy']:.1f} % ({100 * row['flops_ratio']:.1f} %)"
+        else f"{100 * row['score']:.1f} % ({100 * row['flops_ratio']:.1f} %)"
         for row in rows
     }
     methods = list(dict.fromkeys(row["method"] for row in rows))
@@ -249,41 +306,63 @@ def table_by_budget(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def study_benchmark(model: PreTrainedModel, processor: Any, name: str, docs: Sequence[dict], batch_size: int) -> dict:
+    """Vanilla, the blank-image control and every method at every budget on one benchmark's ``docs``."""
+    vanilla = evaluate(model, processor, docs, PruningConfig.none(), batch_size, benchmark=name)
+    blank = evaluate(model, processor, docs, PruningConfig.none(), batch_size, blank=True, benchmark=name)
+    rows = []
+    layers = model.config.get_text_config().num_hidden_layers
+    runs = [(b, method, config) for b in BUDGETS for method, config in methods_at(b, layers).items()]
+    for budget, method, config in tqdm(runs, desc=f"{name}: methods x budgets"):
+        row = {"budget": budget, "method": method}
+        if isinstance(config, Unreachable):
+            rows.append(row | {"config": None, "unreachable": config.reason})
+            continue
+        scores = evaluate(model, processor, docs, config, batch_size, benchmark=name)
+        rows.append(row | {"config": config.describe(), **scores})
+    return {"n": len(docs), "vanilla": vanilla, "blank_image": blank, "rows": rows}
+
+
+def saliency_target(processor: Any, benchmark: str, doc: dict) -> int:
+    """The token the saliency loss targets: the gold answer's first word ("A", "yes", "top")."""
+    return answer_token_id(processor.tokenizer, BENCHMARKS[benchmark].answer(doc).split()[0])
+
+
 def run_study(
     model: PreTrainedModel,
     processor: Any,
-    docs: Sequence[dict],
+    splits: dict[str, Sequence[dict]],
     out: Path,
     batch_size: int,
     saliency_examples: int,
 ) -> str:
-    """Every method at every budget, vanilla and the blank-image control on ``docs``; then the saliency probe on
-    the first ``saliency_examples``. Writes ``pruning_study.{md,json,png}`` (and the saliency report) to
-    ``out`` and returns the Markdown table."""
+    """:func:`study_benchmark` on every split of ``splits`` (benchmark name -> docs); then the saliency probe on
+    the first ``saliency_examples`` of each. Writes ``pruning_study.{md,json,png}`` and one saliency report per
+    benchmark (``saliency_<name>/``) to ``out`` and returns the Markdown."""
     out.mkdir(parents=True, exist_ok=True)
-    vanilla = evaluate(model, processor, docs, PruningConfig.none(), batch_size)
-    blank = evaluate(model, processor, docs, PruningConfig.none(), batch_size, blank=True)
-    rows = []
-    layers = model.config.get_text_config().num_hidden_layers
-    runs = [(b, name, config) for b in BUDGETS for name, config in methods_at(b, layers).items()]
-    for budget, name, config in tqdm(runs, desc="methods x budgets"):
-        row = {"budget": budget, "method": name}
-        if isinstance(config, Unreachable):
-            rows.append(row | {"config": None, "unreachable": config.reason})
-            continue
-        rows.append(row | {"config": config.describe(), **evaluate(model, processor, docs, config, batch_size)})
-    markdown = table(len(docs), vanilla, blank, rows)
-    markdown += "\nAccuracy (FLOPs ratio) by budget:\n\n" + table_by_budget(rows)
+    results = {name: study_benchmark(model, processor, name, docs, batch_size) for name, docs in splits.items()}
+    rows = {name: result["rows"] for name, result in results.items()}
+    markdown = ""
+    if len(splits) > 1:
+        markdown += (
+            f"Mean over {', '.join(splits)} of the headline scores (FLOPs ratio), by budget:\n\n"
+            + table_by_budget(mean_rows(rows))
+            + "\n"
+        )
+    for name, result in results.items():
+        markdown += f"## {name}\n\nScore (FLOPs ratio) by budget:\n\n{table_by_budget(result['rows'])}\n"
+        markdown += table(name, result["n"], result["vanilla"], result["blank_image"], result["rows"]) + "\n"
     (out / "pruning_study.md").write_text(markdown)
-    (out / "pruning_study.json").write_text(
-        json.dumps({"n": len(docs), "vanilla": vanilla, "blank_image": blank, "rows": rows}, indent=1)
-    )
-    plot(rows, vanilla["accuracy"], out / "pruning_study.png")
+    (out / "pruning_study.json").write_text(json.dumps({"benchmarks": results}, indent=1))
+    vanilla = {name: result["vanilla"]["score"] for name, result in results.items()}
+    vanilla[MEAN] = sum(vanilla.values()) / len(vanilla)
+    plot(rows, vanilla, out / "pruning_study.png")
 
-    records = []
-    for doc in tqdm(docs[:saliency_examples], desc="saliency"):
-        target = answer_token_id(processor.tokenizer, doc_to_target(doc))
-        records.append(saliency_probe(model, encode(processor, [doc]), target).to_dict())
-    if records:
-        write_saliency_report(records, out)
+    for name, docs in splits.items():
+        records = []
+        for doc in tqdm(docs[:saliency_examples], desc=f"{name}: saliency"):
+            target = saliency_target(processor, name, doc)
+            records.append(saliency_probe(model, encode(processor, [doc], name), target).to_dict())
+        if records:
+            write_saliency_report(records, out / f"saliency_{name}")
     return markdown

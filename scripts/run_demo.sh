@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The main job of the README: vanilla, FastV and HiMAP on the bundled testbed LLaVA and its held-out
-# ScienceQA-IMG-schema split, through stock lmms-eval. It writes a new sweep folder under results/runs/ and ends
-# by printing that sweep's leaderboard (the committed reference table in results/reference/ is never touched).
+# The main job of the README: vanilla, FastV and HiMAP on the bundled testbed LLaVA and its three held-out
+# benchmarks (ScienceQA-IMG, POPE and TextVQA schemas), through stock lmms-eval. It writes a new sweep folder
+# under results/runs/ and ends by printing that sweep's leaderboard: one column per benchmark, their mean, FLOPs
+# ratio and latency (the committed reference table in results/reference/ is never touched).
 # Offline and CPU-only; pass sweep options to change it, e.g. --presets vanilla,himap_ref --limit 50.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 exec .venv/bin/python scripts/sweep.py --model testbed --presets vanilla,fastv_50,fastv_75,himap_ref,himap_25 \
-  --tasks scienceqa_img_himap_local --batch-size 8 "$@"
+  --tasks scienceqa_img_himap_local,pope_synth,textvqa_synth --batch-size 8 "$@"

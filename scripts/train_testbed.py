@@ -1,6 +1,6 @@
-"""Train the testbed LLaVA from scratch on synthetic scenes (how and why: :mod:`himap_lmms.testbed.train`).
+"""Train the testbed LLaVA from scratch on the three synthetic benchmarks (how, why: :mod:`himap_lmms.testbed.train`).
 
-python scripts/train_testbed.py                   # ~52 min on 2 CPU cores; writes himap_lmms/testbed/llava-testbed
+python scripts/train_testbed.py                   # ~54 min on 2 CPU cores; writes himap_lmms/testbed/llava-testbed
 python scripts/train_testbed.py --steps 200 --out /tmp/testbed # a quick smoke run
 """
 

@@ -1,6 +1,7 @@
-"""The user's day through the real CLI: a sweep of none / fastv / himap on the bundled data, its leaderboard
-built from the result files, a sweep whose run fails, bad sweep arguments, and a 2-process accelerate run that
-must answer, and account cost, exactly like one process."""
+"""The user's day through the real CLI: a sweep of none / fastv / himap on the three bundled benchmarks, its
+leaderboard built from the result files (a column per benchmark's headline metric and their mean), a sweep whose
+run fails, bad sweep arguments, and a 2-process accelerate run that must answer, and account cost, exactly like
+one process."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data" / "scienceqa_img_synth"
 SWEEP = [sys.executable, str(REPO / "scripts" / "sweep.py")]
 TASK = "scienceqa_img_himap_local"
+HEADLINES = {TASK: "exact_match", "pope_synth": "pope_f1_score", "textvqa_synth": "exact_match"}  # the demo's tasks
 LIMIT = 12
 
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="bundled data not generated")
@@ -47,7 +49,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Co
     """The README's main job (``scripts/run_demo.sh``) on the first docs: the shipped testbed, its model preset,
     started from another directory than the repository."""
     results = tmp_path_factory.mktemp("results")
-    command = [*SWEEP, "--model", "testbed", "--presets", "vanilla,fastv_50,himap_ref", "--tasks", TASK]
+    command = [*SWEEP, "--model", "testbed", "--presets", "vanilla,fastv_50,himap_ref", "--tasks", ",".join(HEADLINES)]
     command += ["--limit", str(LIMIT), "--batch-size", "4", "--results", str(results)]
     done = subprocess.run(command, cwd=results, check=True, timeout=900, capture_output=True, text=True)
     return sweep_dir(results), done
@@ -62,12 +64,13 @@ def test_each_preset_gets_its_own_run_folder(sweep) -> None:
     for run in manifest["runs"]:
         run_dir = folder / run["preset"]
         data = result_file(run_dir)
-        assert data["results"][TASK]["exact_match,none"] is not None
         costs = cost_records(run_dir)
-        assert len(costs) == LIMIT and len({cost["run_id"] for cost in costs}) == 1
-        assert data["throughput"][f"avg_flops_ratio:{TASK}"] == pytest.approx(
-            sum(cost["flops_ratio"] for cost in costs) / LIMIT
-        )
+        assert len(costs) == LIMIT * len(HEADLINES) and len({cost["run_id"] for cost in costs}) == 1
+        for task, metric in HEADLINES.items():
+            assert data["results"][task][f"{metric},none"] is not None
+            own = [cost["flops_ratio"] for cost in costs if cost["task"] == task]
+            assert len(own) == LIMIT
+            assert data["throughput"][f"avg_flops_ratio:{task}"] == pytest.approx(sum(own) / LIMIT)
         assert (run_dir / "lmms_eval.log").read_text().count("Model Responding") >= 1
 
 
@@ -77,13 +80,16 @@ def test_the_sweep_prints_and_writes_its_own_leaderboard(sweep) -> None:
     assert table in done.stdout
     board = pd.DataFrame(json.loads((folder / "leaderboard.json").read_text()))
     assert list(board["method"]) == ["none", "fastv", "himap"] and set(board["sweep"]) == {folder.name}
-    assert set(board["n"]) == {LIMIT} and set(board["limit"].astype(str)) == {str(LIMIT)}
+    assert set(board["n"]) == {LIMIT * len(HEADLINES)} and set(board["limit"].astype(str)) == {str(LIMIT)}
     rows = {row["method"]: row for row in board.to_dict(orient="records")}
     for row in rows.values():
         data = json.loads(Path(row["source"]).read_text())
-        assert row[f"{TASK} exact_match"] == data["results"][TASK]["exact_match,none"]
-        assert row["FLOPs ratio"] == pytest.approx(data["throughput"][f"avg_flops_ratio:{TASK}"])
-        assert row["latency (s/example)"] == pytest.approx(data["throughput"][f"avg_latency_s:{TASK}"])
+        scores = [data["results"][task][f"{metric},none"] for task, metric in HEADLINES.items()]
+        assert [row[f"{task} {metric}"] for task, metric in HEADLINES.items()] == scores
+        assert row["mean"] == pytest.approx(sum(scores) / len(scores))
+        throughput = data["throughput"]
+        assert row["FLOPs ratio"] == pytest.approx(sum(throughput[f"avg_flops_ratio:{t}"] for t in HEADLINES) / 3)
+        assert row["latency (s/example)"] == pytest.approx(sum(throughput[f"avg_latency_s:{t}"] for t in HEADLINES) / 3)
         assert row["speed-up vs none"] == pytest.approx(
             rows["none"]["latency (s/example)"] / row["latency (s/example)"]
         )

@@ -12,7 +12,8 @@ import datasets
 import pytest
 from transformers import LlavaForConditionalGeneration
 
-from himap_lmms.synthetic_data import CONFIG, features, generate_records, write_dataset
+from himap_lmms.synthetic import generate_records, write_benchmark
+from himap_lmms.synthetic.scienceqa import features
 from himap_lmms.testbed import TESTBED_PATH
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -38,10 +39,10 @@ def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def empty_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dataset directory laid out as the shipped one whose test split has the schema and no rows."""
-    data_dir = write_dataset(tmp_path_factory.mktemp("empty"), {"test": 1}, seed=HELD_OUT_SEED)
+    split = write_benchmark("scienceqa", tmp_path_factory.mktemp("empty"), 1, seed=HELD_OUT_SEED)
     empty = datasets.Dataset.from_dict({name: [] for name in features()}, features=features())
-    empty.to_parquet(str(data_dir / CONFIG / "test-00000-of-00001.parquet"))
-    return data_dir
+    empty.to_parquet(str(split))
+    return split.parents[1]
 
 
 def refused(capsys: pytest.CaptureFixture, name: str, argv: list[str]) -> str:
@@ -90,7 +91,8 @@ def test_pruning_study_refuses_bad_arguments(no_model_loads, capsys, tmp_path, a
 
 
 def test_pruning_study_refuses_an_empty_dataset(no_model_loads, capsys, tmp_path, empty_data) -> None:
-    error = refused(capsys, "pruning_study", ["--data", str(empty_data), "--out", str(tmp_path)])
+    argv = ["--data", str(empty_data.parent), "--benchmark", "scienceqa", "--out", str(tmp_path)]
+    error = refused(capsys, "pruning_study", argv)
     assert f"split 'test' of config 'ScienceQA-IMG' in {str(empty_data)!r} has no rows" in error
 
 
@@ -126,20 +128,20 @@ def test_disruption_sweep_refuses_an_empty_dataset(no_model_loads, capsys, tmp_p
     assert "has no rows: there is nothing to evaluate" in refused(capsys, "disruption_sweep", argv)
 
 
-def write_answers(data_dir: Path, shift: int) -> None:
-    """Rewrite the test split in place (same file, same directory): the held-out questions, each answer moved
-    ``shift`` options on."""
-    records = generate_records(4, seed=HELD_OUT_SEED)
+def write_answers(split: Path, shift: int) -> None:
+    """Rewrite the test split in place (same file, same directory): four held-out colour questions (a family the
+    testbed answers 99 % right), each answer moved ``shift`` options on."""
+    records = [r for r in generate_records("scienceqa", 60, seed=HELD_OUT_SEED) if r["category"] == "colour_at"][:4]
     for record in records:
         record["answer"] = (record["answer"] + shift) % len(record["choices"])
-    table = datasets.Dataset.from_list(records, features=features())
-    table.to_parquet(str(data_dir / CONFIG / "test-00000-of-00001.parquet"))
+    datasets.Dataset.from_list(records, features=features()).to_parquet(str(split))
 
 
 def test_disruption_sweep_reads_rewritten_data_afresh(tmp_path) -> None:
     """Run, rewrite the data under the same path with other answers, run again: the second run scores the new
     answers, not a cached copy of the old ones."""
-    data_dir = write_dataset(tmp_path / "data", {"test": 4}, seed=HELD_OUT_SEED)
+    split = write_benchmark("scienceqa", tmp_path / "data", 4, seed=HELD_OUT_SEED)
+    data_dir = split.parents[1]
     main = script_main("disruption_sweep")
     argv = ["--model", str(TESTBED_PATH), "--data", str(data_dir), "--flows", "img2rnd", "--start-layers", "11"]
     argv += ["--max-new-tokens", "2", "--dtype", "float32", "--device", "cpu"]
@@ -149,9 +151,9 @@ def test_disruption_sweep_reads_rewritten_data_afresh(tmp_path) -> None:
         with (out / "disruption_sweep.csv").open() as handle:
             return float(next(csv.DictReader(handle))["undisturbed_accuracy"])
 
-    write_answers(data_dir, shift=0)
+    write_answers(split, shift=0)
     before = undisturbed_accuracy(tmp_path / "first")
-    write_answers(data_dir, shift=1)
+    write_answers(split, shift=1)
     after = undisturbed_accuracy(tmp_path / "second")
-    assert before >= 0.75  # the testbed answers held-out questions (91 % over the split)
+    assert before >= 0.75  # the testbed answers held-out colour questions (99.1 % over the split)
     assert after <= 0.25  # every gold letter moved: only a wrong answer can now score

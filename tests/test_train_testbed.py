@@ -1,6 +1,8 @@
 """The testbed's training (:mod:`himap_lmms.testbed.train`) trains on what the evaluation asks: its first turn
-is the study's and the task's prompt token for token, later turns are laid out as the chat template lays them out,
-the loss sees only answers, and a step's batch depends on the step alone (the "seeded" claim)."""
+is the task's prompt token for token (the stock prompt functions of POPE and TextVQA, the paper's ScienceQA
+prompt), later turns are laid out as the chat template lays them out, the loss sees only answers, the vision
+read-out is told which patches hold an object, and a step's batch depends on the step alone (the "seeded"
+claim)."""
 
 from __future__ import annotations
 
@@ -8,46 +10,58 @@ import random
 
 import pytest
 import torch
+from lmms_eval.tasks.pope.utils import pope_doc_to_text
+from lmms_eval.tasks.textvqa.utils import textvqa_doc_to_text
 
 from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
-from himap_lmms.pruning_study import encode as study_encode  # the evaluation's encoding
-from himap_lmms.scienceqa import OPTION_LETTERS, doc_to_text
-from himap_lmms.synthetic_data import generate_records
+from himap_lmms.pruning_study import encode as study_encode  # the study's encoding
+from himap_lmms.scienceqa import doc_to_text
+from himap_lmms.synthetic import BENCHMARKS, generate_records
+from himap_lmms.synthetic.scenes import COLOURS, SHAPES, SHORT_ANSWER
 from himap_lmms.testbed import train
 from himap_lmms.tiny_llava import build_processor, build_tokenizer
+
+STOCK_KWARGS = {"pre_prompt": "", "post_prompt": SHORT_ANSWER}  # the stock tasks' default kwargs
+TASK_PROMPTS = {
+    "scienceqa": doc_to_text,
+    "pope": lambda doc: pope_doc_to_text(doc, STOCK_KWARGS),
+    "textvqa": lambda doc: textvqa_doc_to_text(doc, {**STOCK_KWARGS, "ocr": False}),
+}
 
 
 @pytest.fixture(scope="module")
 def parts():
     tokenizer = build_tokenizer(train.corpus(), train.SPEC.vocab, isolate_newlines=True)
-    processor = build_processor(train.SPEC, tokenizer)
-    letter_ids = [train.answer_token(tokenizer, letter) for letter in OPTION_LETTERS[:5]]
-    return tokenizer, processor, letter_ids
+    return tokenizer, build_processor(train.SPEC, tokenizer)
 
 
 def unpadded(batch: dict[str, torch.Tensor], row: int) -> list[int]:
     return batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
 
 
-def test_first_turn_is_the_evaluation_prompt(parts) -> None:
-    _, processor, letter_ids = parts
-    records = generate_records(12, seed=7)  # some with a hint, some without
-    assert {bool(r["hint"]) for r in records} == {True, False}
-    trained = train.encode(processor, [train.from_record(r, letter_ids) for r in records])
-    evaluated = study_encode(processor, records)
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_first_turn_is_the_evaluation_prompt(parts, name: str) -> None:
+    tokenizer, processor = parts
+    records = generate_records(name, 12, seed=7)
+    trained = train.encode(processor, [train.from_record(name, r, tokenizer) for r in records])
     # What the himap_llava adapter builds from the task's doc_to_text with its default chat template.
-    adapter = [chat_prompt(processor.tokenizer, doc_to_text(r), 1, VICUNA_CHAT_TEMPLATE) for r in records]
-    task = processor(images=[r["image"] for r in records], text=adapter, padding=True, add_special_tokens=False)
-    for row in range(len(records)):
-        assert unpadded(trained, row)[:-2] == unpadded(evaluated, row)  # minus the answer letter and EOS
-        assert unpadded(evaluated, row) == [t for t, m in zip(task["input_ids"][row], task["attention_mask"][row]) if m]
-    assert torch.equal(trained["pixel_values"], evaluated["pixel_values"])
+    adapter = [chat_prompt(tokenizer, TASK_PROMPTS[name](r), 1, VICUNA_CHAT_TEMPLATE) for r in records]
+    task = processor(
+        images=[r["image"] for r in records], text=adapter, return_tensors="pt", padding=True, add_special_tokens=False
+    )
+    for row, record in enumerate(records):
+        answer = train.answer_ids(tokenizer, BENCHMARKS[name].answer(record))
+        assert unpadded(trained, row) == [*unpadded(task, row), *answer, tokenizer.eos_token_id]
+    assert torch.equal(trained["pixel_values"], task["pixel_values"])
+    if name == "scienceqa":  # the pruning study asks the same
+        evaluated = study_encode(processor, records)
+        assert all(unpadded(trained, row)[:-2] == unpadded(evaluated, row) for row in range(len(records)))
 
 
 def test_later_turns_follow_the_chat_template_and_only_answers_carry_loss(parts) -> None:
-    tokenizer, processor, letter_ids = parts
-    talk = train.conversation(random.Random(3), tokenizer, letter_ids, questions=3, describe=True)
-    assert len(talk.turns) == 4 and talk.turns[-1][0] == train.DESCRIBE
+    tokenizer, processor = parts
+    talk = train.conversation(random.Random(3), tokenizer, questions=5, describe=True)
+    assert len(talk.turns) == 6 and talk.turns[-1][0] == train.DESCRIBE
     messages = []
     for index, (content, answer) in enumerate(talk.turns):
         messages.append({"role": "user", "content": ("<image>\n" if index == 0 else "") + content})
@@ -60,14 +74,54 @@ def test_later_turns_follow_the_chat_template_and_only_answers_carry_loss(parts)
     assert labelled == [token for _, answer in talk.turns for token in [*answer, tokenizer.eos_token_id]]
 
 
+def test_the_dense_turn_lists_the_scene_in_reading_order_or_by_shape(parts) -> None:
+    tokenizer, _ = parts
+    described = train.conversation(random.Random(4), tokenizer, questions=2, describe=True)
+    listed = train.conversation(random.Random(4), tokenizer, questions=2, describe=True, by_shape=True)
+    assert described.scene == listed.scene and described.turns[:-1] == listed.turns[:-1]
+    assert described.turns[-1] == (train.DESCRIBE, train.answer_ids(tokenizer, described.scene.description()))
+    assert listed.turns[-1] == (train.INVENTORY, train.answer_ids(tokenizer, listed.scene.inventory()))
+    # The same objects, each once: (position, colour, shape) in reading order, (shape, colour, position) by shape.
+    in_order = [tuple(item.rsplit(" ", 2)) for item in described.scene.description().rstrip(".").split(", ")]
+    by_shape = [tuple(item.split(" ", 2)) for item in listed.scene.inventory().rstrip(".").split(", ")]
+    assert sorted((shape, colour, place) for place, colour, shape in in_order) == sorted(by_shape)
+    assert len(by_shape) == len(listed.scene.objects) >= 2
+    shapes = [shape for shape, _, _ in by_shape]
+    assert shapes == sorted(shapes, key=train.SHAPES.index)
+
+
+def test_conversations_mix_the_three_formats(parts) -> None:
+    tokenizer, _ = parts
+    rng = random.Random(0)
+    contents = [content for _ in range(20) for content, _ in train.conversation(rng, tokenizer, 6, False).turns]
+    assert any(c.endswith("directly.") for c in contents)  # ScienceQA
+    assert any(c.startswith("Is there a ") for c in contents)  # POPE
+    assert any(
+        c.startswith(("What colour is the ", "How many ", "Where is the ")) and c.endswith(SHORT_ANSWER)
+        for c in contents
+    )
+
+
+def test_read_out_targets_mark_exactly_the_object_patches() -> None:
+    record = generate_records("pope", 1, seed=3, with_layout=True)[0]
+    scene = record["layout"]
+    targets = train.layout_targets([scene])[0]
+    marked = set(torch.nonzero(targets[:, 0]).flatten().tolist())
+    assert marked == {patch for region in scene.objects for patch in scene.patches(region)}
+    assert len(marked) == 4 * len(scene.objects)
+    for region, thing in scene.objects.items():
+        for patch in scene.patches(region):
+            assert targets[patch, 0] == list(COLOURS).index(thing.colour) + 1
+            assert targets[patch, 1] == list(SHAPES).index(thing.shape) + 1
+            assert targets[patch, 2] == region
+
+
 def test_a_steps_batch_depends_on_the_step_alone(parts) -> None:
-    tokenizer, _, letter_ids = parts
+    tokenizer, _ = parts
     settings = train.TrainSettings(batch_size=3, questions=6, describe_share=0.5)
 
     def batch(step: int) -> list:
-        return [
-            (t.turns, t.layout, t.image.tobytes()) for t in train.train_batch(step, settings, tokenizer, letter_ids)
-        ]
+        return [(t.turns, t.scene, t.image.tobytes()) for t in train.train_batch(step, settings, tokenizer)]
 
     assert batch(5) == batch(5)
     assert batch(5) != batch(6)
