@@ -1,6 +1,6 @@
 """Run pruning presets x tasks through stock lmms-eval, one folder per run, then the sweep's leaderboard.
 
-    python scripts/sweep.py --model testbed --presets vanilla,fastv_50,himap_ref --tasks scienceqa_img_himap_local
+    python scripts/sweep.py --model testbed --presets vanilla,fastv_50,himap_ref   # the testbed's three benchmarks
     python scripts/sweep.py --model llava-1.5-7b --presets vanilla,fastv_50,himap_ref,himap_25 \\
         --tasks scienceqa_img_himap,mme,pope --num-processes 8          # data parallel, one process per GPU
     python scripts/sweep.py --model testbed --num-processes 2 --cpu   # two CPU processes
@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="testbed", help="a preset of configs/models.yaml, or a checkpoint dir")
     parser.add_argument("--presets", default="vanilla,fastv_50,himap_ref", help="presets of configs/methods.yaml")
-    parser.add_argument("--tasks", default="scienceqa_img_himap_local", help="comma-separated lmms-eval tasks")
+    parser.add_argument(
+        "--tasks",
+        default="scienceqa_img_himap_local,pope_synth,textvqa_synth",
+        help="comma-separated lmms-eval tasks (default: the bundled synthetic benchmarks)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-processes", type=int, default=1, help="data-parallel processes (one per GPU)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is present")
