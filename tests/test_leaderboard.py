@@ -293,6 +293,13 @@ def test_a_single_benchmark_gets_no_mean_column(tmp_path: Path) -> None:
     assert "mean" not in board_for(tmp_path).columns
 
 
+def test_synthetic_tasks_are_ranked_by_their_benchmarks_headline() -> None:
+    from himap_lmms.synthetic import BENCHMARKS
+
+    for spec in BENCHMARKS.values():
+        assert lb.MAIN_METRICS[spec.task] == f"{spec.headline},none"
+
+
 def test_pope_is_ranked_by_f1() -> None:
     pope = {"alias": "pope_synth", "pope_accuracy,none": 0.9, "pope_f1_score,none": 0.88, "pope_yes_ratio,none": 0.5}
     assert lb.candidate_metric("pope_synth", pope) == "pope_f1_score,none"

@@ -4,14 +4,13 @@ Real benchmarks cannot be downloaded here, so the demo, the tests and the testbe
 PIL (:mod:`~himap_lmms.synthetic.scenes`: every object covers 4 of the 144 image patches, among other objects
 and clutter) and questions about them in three formats:
 
-============  ==========================  =====================  ==================================
-benchmark     schema of                   lmms-eval task         headline metric
-============  ==========================  =====================  ==================================
-scienceqa     ``lmms-lab/ScienceQA``      scienceqa_img_himap    exact_match (letter), chance 25 %
-                                          _local
-pope          ``lmms-lab/POPE``           pope_synth             pope_f1_score (yes/no), chance 50 %
-textvqa       ``lmms-lab/textvqa``        textvqa_synth          exact_match (VQA accuracy)
-============  ==========================  =====================  ==================================
+=========  =====================  ==========================  ======================================
+benchmark  schema of              lmms-eval task              headline metric
+=========  =====================  ==========================  ======================================
+scienceqa  ``lmms-lab/ScienceQA``  scienceqa_img_himap_local   exact_match (letter), chance 25 %
+pope       ``lmms-lab/POPE``       pope_synth                  pope_f1_score (yes/no), chance 50 %
+textvqa    ``lmms-lab/textvqa``    textvqa_synth               exact_match (VQA accuracy)
+=========  =====================  ==========================  ======================================
 
 :func:`generate_records` draws them (seeded), :func:`write_benchmark` writes a split as parquet under
 ``data/`` where the tasks in ``tasks/`` read it.

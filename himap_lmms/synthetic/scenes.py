@@ -115,7 +115,7 @@ def make_scene(rng: random.Random) -> Scene:
     return Scene(objects, tuple(marks))
 
 
-def draw_scene(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
+def draw_scene(scene: Scene) -> Image.Image:
     """The scene on a near-white canvas; every object fills its 2 x 2-patch slot less a 3 px margin."""
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -127,7 +127,7 @@ def draw_scene(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
         left, top = column * PATCH + margin, row * PATCH + margin
         right, bottom = (column + 2) * PATCH - margin - 1, (row + 2) * PATCH - margin - 1
         _draw_shape(draw, thing.shape, (left, top, right, bottom), COLOURS[thing.colour])
-    return image if size == IMAGE_SIZE else image.resize((size, size), Image.Resampling.BICUBIC)
+    return image
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], fill: tuple) -> None:
@@ -143,8 +143,3 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int,
         middle_x, middle_y = (left + right) / 2, (top + bottom) / 2
         draw.rectangle([middle_x - arm, top, middle_x + arm, bottom], fill=fill)
         draw.rectangle([left, middle_y - arm, right, middle_y + arm], fill=fill)
-
-
-def blank_image(size: int = IMAGE_SIZE) -> Image.Image:
-    """The canvas with nothing on it: the blank-image control."""
-    return Image.new("RGB", (size, size), BACKGROUND)
