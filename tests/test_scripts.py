@@ -59,7 +59,7 @@ def refused(capsys: pytest.CaptureFixture, name: str, argv: list[str]) -> str:
     [
         (["--steps", "0"], "steps=0 is out of range: it must be an integer >= 1"),
         (["--batch-size", "-4"], "batch_size=-4 is out of range: it must be an integer >= 1"),
-        (["--describe-share", "1.5"], "describe_share=1.5 is out of range: it must be in [0, 1]"),
+        (["--dense-turns", "5"], "dense_turns=5 is out of range: it must be an integer in [0, 3]"),
         (["--lr", "0"], "lr=0.0 is out of range: it must be > 0"),
         (["--steps", "two"], "argument --steps: invalid int value: 'two'"),
     ],

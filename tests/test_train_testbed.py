@@ -17,7 +17,7 @@ from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
 from himap_lmms.pruning_study import encode as study_encode  # the study's encoding
 from himap_lmms.scienceqa import doc_to_text
 from himap_lmms.synthetic import BENCHMARKS, generate_records
-from himap_lmms.synthetic.scenes import COLOURS, SHAPES, SHORT_ANSWER
+from himap_lmms.synthetic.scenes import COLOURS, POSITIONS, SHAPES, SHORT_ANSWER
 from himap_lmms.testbed import train
 from himap_lmms.tiny_llava import build_processor, build_tokenizer
 
@@ -60,8 +60,8 @@ def test_first_turn_is_the_evaluation_prompt(parts, name: str) -> None:
 
 def test_later_turns_follow_the_chat_template_and_only_answers_carry_loss(parts) -> None:
     tokenizer, processor = parts
-    talk = train.conversation(random.Random(3), tokenizer, questions=5, describe=True)
-    assert len(talk.turns) == 6 and talk.turns[-1][0] == train.DESCRIBE
+    talk = train.conversation(random.Random(3), tokenizer, questions=5, dense_turns=2)
+    assert len(talk.turns) == 7 and all(request in train.DENSE_TURNS for request, _ in talk.turns[-2:])
     messages = []
     for index, (content, answer) in enumerate(talk.turns):
         messages.append({"role": "user", "content": ("<image>\n" if index == 0 else "") + content})
@@ -74,26 +74,32 @@ def test_later_turns_follow_the_chat_template_and_only_answers_carry_loss(parts)
     assert labelled == [token for _, answer in talk.turns for token in [*answer, tokenizer.eos_token_id]]
 
 
-def test_the_dense_turn_lists_the_scene_in_reading_order_or_by_shape(parts) -> None:
+def test_the_dense_turns_list_every_object_once_in_the_order_they_ask_for(parts) -> None:
     tokenizer, _ = parts
-    described = train.conversation(random.Random(4), tokenizer, questions=2, describe=True)
-    listed = train.conversation(random.Random(4), tokenizer, questions=2, describe=True, by_shape=True)
-    assert described.scene == listed.scene and described.turns[:-1] == listed.turns[:-1]
-    assert described.turns[-1] == (train.DESCRIBE, train.answer_ids(tokenizer, described.scene.description()))
-    assert listed.turns[-1] == (train.INVENTORY, train.answer_ids(tokenizer, listed.scene.inventory()))
-    # The same objects, each once: (position, colour, shape) in reading order, (shape, colour, position) by shape.
-    in_order = [tuple(item.rsplit(" ", 2)) for item in described.scene.description().rstrip(".").split(", ")]
-    by_shape = [tuple(item.split(" ", 2)) for item in listed.scene.inventory().rstrip(".").split(", ")]
-    assert sorted((shape, colour, place) for place, colour, shape in in_order) == sorted(by_shape)
-    assert len(by_shape) == len(listed.scene.objects) >= 2
-    shapes = [shape for shape, _, _ in by_shape]
-    assert shapes == sorted(shapes, key=train.SHAPES.index)
+    talk = train.conversation(random.Random(4), tokenizer, questions=2, dense_turns=len(train.DENSE_TURNS))
+    scene, dense = talk.scene, dict(talk.turns[2:])
+    assert sorted(dense) == sorted(train.DENSE_TURNS)  # every form once
+    listings = {request: train.DENSE_TURNS[request](scene) for request in dense}
+    for request, answer in dense.items():
+        assert answer == train.answer_ids(tokenizer, listings[request])
+    items = {request: listing.rstrip(".").split(", ") for request, listing in listings.items()}
+    # The same (position, colour, shape) triples, each once, in reading order / by shape / by colour.
+    in_order = [tuple(item.rsplit(" ", 2)) for item in items["Describe the scene."]]
+    by_shape = [tuple(item.split(" ", 2)) for item in items["List the shapes."]]
+    by_colour = [tuple(item.split(" ", 2)) for item in items["List the colours."]]
+    assert [place for place, _, _ in in_order] == [POSITIONS[region] for region in sorted(scene.objects)]
+    triples = sorted(in_order)
+    assert sorted((place, colour, shape) for shape, colour, place in by_shape) == triples
+    assert sorted((place, colour, shape) for colour, shape, place in by_colour) == triples
+    assert len(triples) == len(scene.objects) >= 2
+    assert [s for s, _, _ in by_shape] == sorted((s for s, _, _ in by_shape), key=SHAPES.index)
+    assert [c for c, _, _ in by_colour] == sorted((c for c, _, _ in by_colour), key=list(COLOURS).index)
 
 
 def test_conversations_mix_the_three_formats(parts) -> None:
     tokenizer, _ = parts
     rng = random.Random(0)
-    contents = [content for _ in range(20) for content, _ in train.conversation(rng, tokenizer, 6, False).turns]
+    contents = [content for _ in range(20) for content, _ in train.conversation(rng, tokenizer, 6).turns]
     assert any(c.endswith("directly.") for c in contents)  # ScienceQA
     assert any(c.startswith("Is there a ") for c in contents)  # POPE
     assert any(
@@ -118,7 +124,7 @@ def test_read_out_targets_mark_exactly_the_object_patches() -> None:
 
 def test_a_steps_batch_depends_on_the_step_alone(parts) -> None:
     tokenizer, _ = parts
-    settings = train.TrainSettings(batch_size=3, questions=6, describe_share=0.5)
+    settings = train.TrainSettings(batch_size=3, questions=6, dense_turns=1)
 
     def batch(step: int) -> list:
         return [(t.turns, t.scene, t.image.tobytes()) for t in train.train_batch(step, settings, tokenizer)]

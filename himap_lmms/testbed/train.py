@@ -13,13 +13,15 @@ signal for a model trained from scratch to find which image patches a question i
 testbed's budget it learned the answer prior and stalled near chance. So every training image comes with a
 conversation, as LLaVA's instruction data does: the first turn is exactly an evaluation prompt, and further
 turns ask more questions about the same image, in any of the three formats, with the loss on every answer.
-Every conversation also ends with a dense description of the scene, the analogue of LLaVA's caption data: half of
-them in reading order ("Describe the scene. ASSISTANT: top left red circle, centre blue square."), which on the
-first testbed taught the model to name the shape at a position (held out: 91.0 % with descriptions on every
-conversation, 79.8 % on half), the other half by shape ("List the shapes. ASSISTANT: circle red top left, square
-blue centre."). Reading order teaches looking up a place; POPE's and TextVQA's questions instead search the
-image for an object by its colour and shape, and with descriptions in reading order only they stalled near
-68 % and 40 % (teacher-forced check) while ScienceQA reached 80 % (README, "The bundled testbed").
+Every conversation also ends with dense turns about the whole scene, the analogue of LLaVA's caption data:
+two of the three forms of :data:`DENSE_TURNS`, drawn at random. In reading order ("Describe the scene.
+ASSISTANT: top left red circle, centre blue square.") it teaches looking up a place: on the first testbed it
+taught naming the shape at a position (held out: 91.0 % with descriptions on every conversation, 79.8 % on
+half). POPE's and TextVQA's questions instead search the image for an object by its colour and shape, and
+counting questions gather every object of one shape or colour; the lists by shape ("List the shapes. ASSISTANT:
+circle red top left, square blue centre.") and by colour ("List the colours. ASSISTANT: blue square centre, red
+circle top left.") rehearse that. With reading order alone POPE and TextVQA stalled near 68 % and 40 %
+(teacher-forced check); which mixes were tried, and what each gave, is in the README ("The bundled testbed").
 And while it learns, a linear read-out on the image tokens the language model receives (the projector's
 output) is trained to name, for every patch, the colour and shape of the object on it (or none) and the region
 it lies in: dense labels that make the vision tower useful in a few hundred steps (what CLIP's pre-training
@@ -35,6 +37,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,8 +76,12 @@ SEED = 0  # of the random init and of Python's generator
 TRAIN_SEED = 1
 CHECK_SEED = 12345  # a quick accuracy check while training
 CORPUS_SEED = 99  # prompts the tokenizer is trained on
-DESCRIBE = "Describe the scene."
-INVENTORY = "List the shapes."
+# The dense turns: a request, and the scene listed in the order it asks for.
+DENSE_TURNS: dict[str, Callable[[Scene], str]] = {
+    "Describe the scene.": Scene.description,
+    "List the shapes.": lambda scene: scene.inventory(by="shape"),
+    "List the colours.": lambda scene: scene.inventory(by="colour"),
+}
 
 
 @dataclass(frozen=True)
@@ -86,9 +93,8 @@ class TrainSettings:
     batch_size: int = field(default=16, metadata={"help": "conversations per step"})
     lr: float = field(default=1.5e-3, metadata={"help": "peak learning rate of the language model"})
     image_lr_scale: float = field(default=1.0, metadata={"help": "LR factor of vision tower, projector and read-out"})
-    questions: int = field(default=6, metadata={"help": "questions asked about each training image"})
-    describe_share: float = field(default=1.0, metadata={"help": "share of conversations describing the scene"})
-    inventory_share: float = field(default=0.5, metadata={"help": "share of those listing it by shape instead"})
+    questions: int = field(default=5, metadata={"help": "questions asked about each training image"})
+    dense_turns: int = field(default=2, metadata={"help": "dense turns (distinct forms) ending each conversation"})
     layout_weight: float = field(default=0.5, metadata={"help": "weight of the vision read-out loss"})
     minutes: float = field(default=58.0, metadata={"help": "stop early (and save) after this long"})
     check_every: int = field(default=400, metadata={"help": "steps between two accuracy checks"})
@@ -104,9 +110,11 @@ class TrainSettings:
                 raise ValueError(f"{name}={getattr(self, name)!r} is out of range: it must be > 0")
         if not self.layout_weight >= 0:
             raise ValueError(f"layout_weight={self.layout_weight!r} is out of range: it must be >= 0")
-        for name in ("describe_share", "inventory_share"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} is out of range: it must be in [0, 1]")
+        dense = self.dense_turns
+        if isinstance(dense, bool) or not isinstance(dense, int) or not 0 <= dense <= len(DENSE_TURNS):
+            raise ValueError(
+                f"dense_turns={self.dense_turns!r} is out of range: it must be an integer in [0, {len(DENSE_TURNS)}]"
+            )
 
 
 class LayoutProbe(torch.nn.Module):
@@ -171,11 +179,11 @@ def corpus(prompts: int = 200) -> list[str]:
     """Text the tokenizer is trained on: every benchmark's prompts and answers as the chat template lays them
     out after ``<image>`` (a line break first), and scene descriptions, so their frequent words are single
     pieces."""
-    texts = [f"\n{DESCRIBE} ASSISTANT:", f"\n{INVENTORY} ASSISTANT:"]
+    texts = [f"\n{request} ASSISTANT:" for request in DENSE_TURNS]
     for name, spec in BENCHMARKS.items():
         for row in generate_records(name, prompts, seed=CORPUS_SEED, with_layout=True):
-            scene = row["layout"]
-            texts += [f"\n{spec.prompt(row)} ASSISTANT: {spec.answer(row)}", scene.description(), scene.inventory()]
+            texts.append(f"\n{spec.prompt(row)} ASSISTANT: {spec.answer(row)}")
+            texts += [listing(row["layout"]) for listing in DENSE_TURNS.values()]
     return [*COLOURS, *SHAPES, *texts]
 
 
@@ -195,10 +203,10 @@ def from_record(name: str, record: dict, tokenizer: PreTrainedTokenizerFast) -> 
 
 
 def conversation(
-    rng: random.Random, tokenizer: PreTrainedTokenizerFast, questions: int, describe: bool, by_shape: bool = False
+    rng: random.Random, tokenizer: PreTrainedTokenizerFast, questions: int, dense_turns: int = 0
 ) -> Conversation:
     """A scene asked ``questions`` distinct questions, each in the format of a benchmark drawn at random, then
-    with ``describe`` its description: in reading order, or ``by_shape`` as an inventory by shape."""
+    ``dense_turns`` distinct dense turns of :data:`DENSE_TURNS`, drawn at random."""
     scene = make_scene(rng)
     turns, first = [], ""
     asked: set[str] = set()
@@ -213,10 +221,8 @@ def conversation(
         asked.add(spec.prompt(row))
         turns.append((spec.prompt(row), answer_ids(tokenizer, spec.answer(row))))
         first = first or name
-    if describe and by_shape:
-        turns.append((INVENTORY, answer_ids(tokenizer, scene.inventory())))
-    elif describe:
-        turns.append((DESCRIBE, answer_ids(tokenizer, scene.description())))
+    for request in rng.sample(list(DENSE_TURNS), dense_turns):
+        turns.append((request, answer_ids(tokenizer, DENSE_TURNS[request](scene))))
     return Conversation(draw_scene(scene), scene, turns, first)
 
 
@@ -351,16 +357,7 @@ def warmup_cosine(steps: int, warmup: int, floor: float = 0.05):
 def train_batch(step: int, settings: TrainSettings, tokenizer: PreTrainedTokenizerFast) -> list[Conversation]:
     """The conversations of one step (seeded by ``step``)."""
     rng = random.Random(TRAIN_SEED * 10_000_000 + step)
-    return [
-        conversation(
-            rng,
-            tokenizer,
-            settings.questions,
-            rng.random() < settings.describe_share,
-            rng.random() < settings.inventory_share,
-        )
-        for _ in range(settings.batch_size)
-    ]
+    return [conversation(rng, tokenizer, settings.questions, settings.dense_turns) for _ in range(settings.batch_size)]
 
 
 def train(settings: TrainSettings, out: str | Path) -> dict[str, float]:
