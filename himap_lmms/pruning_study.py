@@ -171,7 +171,7 @@ def evaluate(
         ):
             replies.append(text)
             scores.append(reply_score(benchmark, doc, text))
-            by_category.setdefault(category_of(benchmark, doc), []).append(scores[-1])
+            by_category.setdefault(BENCHMARKS[benchmark].category(doc), []).append(scores[-1])
             cost = prefill_cost(
                 tokens.tolist(), text_config.hidden_size, text_config.intermediate_size, prompt_tokens=int(prompt)
             )
@@ -185,11 +185,6 @@ def evaluate(
         "flops_ratio": sum(ratios) / n,
         "image_tokens_kept": sum(image_share) / n,
     }
-
-
-def category_of(benchmark: str, doc: dict) -> str:
-    """The question's group: ScienceQA's and POPE's ``category`` column, the family TextVQA rows file under."""
-    return doc["image_classes"][0] if benchmark == "textvqa" else doc["category"]
 
 
 MEAN = "mean"

@@ -18,7 +18,6 @@ from himap_lmms.pruning_study import (  # the study's own loop and scoring
     BUDGETS,
     METHODS,
     Unreachable,
-    category_of,
     encode,
     evaluate,
     layer_mean_share,
@@ -100,7 +99,7 @@ def test_per_category_scores_add_up_to_the_overall_one(bars) -> None:
     for name in BENCHMARKS:
         docs = load_split(name, DATA_ROOT)
         vanilla = bars[name]["vanilla"]
-        groups = [category_of(name, doc) for doc in docs]
+        groups = [BENCHMARKS[name].category(doc) for doc in docs]
         counts = {group: groups.count(group) for group in vanilla["by_category"]}
         assert sum(counts.values()) == len(docs)
         overall = sum(vanilla["by_category"][g] * n for g, n in counts.items()) / len(docs)

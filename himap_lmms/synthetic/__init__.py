@@ -44,11 +44,17 @@ class Benchmark:
     features: Callable[[], datasets.Features]
     prompt: Callable[[dict[str, Any]], str]  # the user content the task asks (after "<image>\n")
     answer: Callable[[dict[str, Any]], str]  # the reply the task scores as right
+    category: Callable[[dict[str, Any]], str]  # the question's group, for per-category accuracy
     headline: str  # the metric the leaderboard shows
     readme_header: str = ""
 
     def path(self, root: str | Path) -> Path:
         return Path(root) / self.file
+
+
+def _category_column(row: dict[str, Any]) -> str:
+    """The question's group where the schema has a ``category`` column (ScienceQA, POPE)."""
+    return row["category"]
 
 
 # The ScienceQA split keeps the hub repository's layout (config ScienceQA-IMG, named in the README's header), so
@@ -61,15 +67,16 @@ _SCIENCEQA_HEADER = (
 BENCHMARKS = {
     "scienceqa": Benchmark(
         "scienceqa", "scienceqa_img_himap_local", "scienceqa_img_synth/ScienceQA-IMG/test-00000-of-00001.parquet",
-        scienceqa.record, scienceqa.features, scienceqa.prompt, scienceqa.answer, "exact_match", _SCIENCEQA_HEADER,
+        scienceqa.record, scienceqa.features, scienceqa.prompt, scienceqa.answer, _category_column, "exact_match",
+        _SCIENCEQA_HEADER,
     ),
     "pope": Benchmark(
         "pope", "pope_synth", "pope_synth/test.parquet", pope.record, pope.features, pope.prompt, pope.answer,
-        "pope_f1_score",
+        _category_column, "pope_f1_score",
     ),
     "textvqa": Benchmark(
         "textvqa", "textvqa_synth", "textvqa_synth/validation.parquet", vqa.record, vqa.features, vqa.prompt,
-        vqa.answer, "exact_match",
+        vqa.answer, vqa.category, "exact_match",
     ),
 }  # fmt: skip
 

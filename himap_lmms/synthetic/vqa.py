@@ -98,3 +98,8 @@ def prompt(row: dict[str, Any]) -> str:
 
 def answer(row: dict[str, Any]) -> str:
     return row["answers"][0]
+
+
+def category(row: dict[str, Any]) -> str:
+    """The question's group for per-category accuracy: the family the row files under ``image_classes``."""
+    return row["image_classes"][0]

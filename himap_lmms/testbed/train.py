@@ -102,19 +102,19 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "questions", "check_every", "threads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is out of range: it must be an integer >= 1")
+            self._check_integer(name, 1)
+        self._check_integer("dense_turns", 0, len(DENSE_TURNS))
         for name in ("lr", "image_lr_scale", "minutes"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r} is out of range: it must be > 0")
         if not self.layout_weight >= 0:
             raise ValueError(f"layout_weight={self.layout_weight!r} is out of range: it must be >= 0")
-        dense = self.dense_turns
-        if isinstance(dense, bool) or not isinstance(dense, int) or not 0 <= dense <= len(DENSE_TURNS):
-            raise ValueError(
-                f"dense_turns={self.dense_turns!r} is out of range: it must be an integer in [0, {len(DENSE_TURNS)}]"
-            )
+
+    def _check_integer(self, name: str, low: int, high: int | None = None) -> None:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ValueError(f"{name}={value!r} is out of range: it must be an integer {allowed}")
 
 
 class LayoutProbe(torch.nn.Module):
