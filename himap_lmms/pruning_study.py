@@ -156,6 +156,7 @@ def evaluate(
     (``accuracy``, overall and per question category), the mean FLOPs ratio and the mean share of image tokens
     per layer."""
     engine = PrunedLlava(model, config)
+    category_of = BENCHMARKS[benchmark].category
     text_config = model.config.get_text_config()
     replies, scores, ratios, image_share = [], [], [], []
     by_category: dict[str, list[float]] = {}
@@ -171,7 +172,7 @@ def evaluate(
         ):
             replies.append(text)
             scores.append(reply_score(benchmark, doc, text))
-            by_category.setdefault(BENCHMARKS[benchmark].category(doc), []).append(scores[-1])
+            by_category.setdefault(category_of(doc), []).append(scores[-1])
             cost = prefill_cost(
                 tokens.tolist(), text_config.hidden_size, text_config.intermediate_size, prompt_tokens=int(prompt)
             )

@@ -177,8 +177,8 @@ class Conversation:
 
 def corpus(prompts: int = 200) -> list[str]:
     """Text the tokenizer is trained on: every benchmark's prompts and answers as the chat template lays them
-    out after ``<image>`` (a line break first), and scene descriptions, so their frequent words are single
-    pieces."""
+    out after ``<image>`` (a line break first), and every dense turn's request and listing, so their frequent
+    words are single pieces."""
     texts = [f"\n{request} ASSISTANT:" for request in DENSE_TURNS]
     for name, spec in BENCHMARKS.items():
         for row in generate_records(name, prompts, seed=CORPUS_SEED, with_layout=True):
