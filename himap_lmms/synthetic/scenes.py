@@ -80,19 +80,17 @@ class Scene:
         """Every object in reading order: "top left red circle, centre blue square." """
         return ", ".join(f"{POSITIONS[r]} {t.colour} {t.shape}" for r, t in sorted(self.objects.items())) + "."
 
-    def inventory(self, by: str = "shape") -> str:
-        """Every object grouped ``by`` its shape (in :data:`SHAPES` order): "circle blue centre, square red top
-        left.", or by its colour (in :data:`COLOURS` order): "blue circle centre, red square top left."; in
-        reading order within a group."""
-        if by not in ("shape", "colour"):
-            raise ValueError(f"by={by!r}: an inventory is by 'shape' or 'colour'")
-        order = SHAPES if by == "shape" else tuple(COLOURS)
+    def tally(self) -> str:
+        """How many objects have each colour, then each shape (:data:`COLOURS`, :data:`SHAPES` order): "red 1,
+        green 0, blue 2, yellow 0, circle 1, square 0, triangle 2, cross 0." """
+        counts = [(c, self.count(colour=c)) for c in COLOURS] + [(s, self.count(shape=s)) for s in SHAPES]
+        return ", ".join(f"{name} {n}" for name, n in counts) + "."
 
-        def words(thing: Thing) -> tuple[str, str]:
-            return (thing.shape, thing.colour) if by == "shape" else (thing.colour, thing.shape)
-
-        ordered = sorted(self.objects.items(), key=lambda item: (order.index(words(item[1])[0]), item[0]))
-        return ", ".join(" ".join((*words(thing), POSITIONS[region])) for region, thing in ordered) + "."
+    def inventory(self) -> str:
+        """Every object by shape (in :data:`SHAPES` order), then in reading order: "circle blue centre, square red
+        top left." """
+        ordered = sorted(self.objects.items(), key=lambda item: (SHAPES.index(item[1].shape), item[0]))
+        return ", ".join(f"{t.shape} {t.colour} {POSITIONS[r]}" for r, t in ordered) + "."
 
 
 def make_scene(rng: random.Random) -> Scene:
