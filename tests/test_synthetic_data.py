@@ -165,3 +165,9 @@ def test_scienceqa_split_loads_like_the_hub_config_and_every_split_is_small() ->
     assert len(set(test["category"])) == 4 and len(set(test["subject"])) == 3
     for spec in BENCHMARKS.values():
         assert spec.path(DATA).stat().st_size < 1_000_000
+
+
+def test_an_inventory_by_anything_but_shape_or_colour_is_refused(records) -> None:
+    scene = records["pope"][0]["layout"]
+    with pytest.raises(ValueError, match="by='size': an inventory is by 'shape' or 'colour'"):
+        scene.inventory(by="size")

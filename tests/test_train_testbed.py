@@ -82,21 +82,23 @@ def test_the_dense_turns_list_every_object_once_in_the_order_they_ask_for(parts)
     listings = {request: train.DENSE_TURNS[request](scene) for request in dense}
     for request, answer in dense.items():
         assert answer == train.answer_ids(tokenizer, listings[request])
-    items = {request: listing.rstrip(".").split(", ") for request, listing in listings.items()}
-    # The same (position, colour, shape) triples, each once, in reading order and by shape.
-    in_order = [tuple(item.rsplit(" ", 2)) for item in items["Describe the scene."]]
-    by_shape = [tuple(item.split(" ", 2)) for item in items["List the shapes."]]
+    in_order = [tuple(item.rsplit(" ", 2)) for item in listings["Describe the scene."].rstrip(".").split(", ")]
     assert [place for place, _, _ in in_order] == [POSITIONS[region] for region in sorted(scene.objects)]
-    triples = sorted(in_order)
-    assert sorted((place, colour, shape) for shape, colour, place in by_shape) == triples
-    assert len(triples) == len(scene.objects) >= 2
-    assert [s for s, _, _ in by_shape] == sorted((s for s, _, _ in by_shape), key=SHAPES.index)
-    # The tally: every colour, then every shape, once each, with how many of the listed objects have it.
-    tally = [item.split(" ") for item in items["Count the colours and shapes."]]
-    assert [name for name, _ in tally] == [*COLOURS, *SHAPES]
-    expected = [sum(c == colour for _, c, _ in in_order) for colour in COLOURS]
-    expected += [sum(s == shape for _, _, s in in_order) for shape in SHAPES]
-    assert [int(n) for _, n in tally] == expected
+    assert len(in_order) == len(scene.objects) >= 2
+    # Each list: every shape (or colour) once, in order, with its count and then its objects in reading order.
+    for request, by, names in (("List the shapes.", "shape", SHAPES), ("List the colours.", "colour", list(COLOURS))):
+        listed = []
+        groups = [group.partition(": ") for group in listings[request].rstrip(".").split("; ")]
+        assert [head.split(" ")[0] for head, _, _ in groups] == list(names)
+        for head, _, members in groups:
+            name, count = head.split(" ")
+            items = [item.split(" ", 1) for item in members.split(", ")] if members else []
+            assert int(count) == len(items)
+            for other, place in items:
+                listed.append((place, *((other, name) if by == "shape" else (name, other))))
+            places = [place for _, place in items]
+            assert places == sorted(places, key=POSITIONS.index)
+        assert sorted(listed) == sorted(in_order)
 
 
 def test_conversations_mix_the_three_formats(parts) -> None:

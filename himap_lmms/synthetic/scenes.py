@@ -80,17 +80,19 @@ class Scene:
         """Every object in reading order: "top left red circle, centre blue square." """
         return ", ".join(f"{POSITIONS[r]} {t.colour} {t.shape}" for r, t in sorted(self.objects.items())) + "."
 
-    def tally(self) -> str:
-        """How many objects have each colour, then each shape (:data:`COLOURS`, :data:`SHAPES` order): "red 1,
-        green 0, blue 2, yellow 0, circle 1, square 0, triangle 2, cross 0." """
-        counts = [(c, self.count(colour=c)) for c in COLOURS] + [(s, self.count(shape=s)) for s in SHAPES]
-        return ", ".join(f"{name} {n}" for name, n in counts) + "."
-
-    def inventory(self) -> str:
-        """Every object by shape (in :data:`SHAPES` order), then in reading order: "circle blue centre, square red
-        top left." """
-        ordered = sorted(self.objects.items(), key=lambda item: (SHAPES.index(item[1].shape), item[0]))
-        return ", ".join(f"{t.shape} {t.colour} {POSITIONS[r]}" for r, t in ordered) + "."
+    def inventory(self, by: str = "shape") -> str:
+        """Every shape (in :data:`SHAPES` order) or colour (:data:`COLOURS` order), how many objects have it and
+        those objects in reading order: "circle 2: blue centre, red bottom left; square 0; triangle 1: red top
+        left; cross 0." (by shape), "red 2: triangle top left, circle bottom left; green 0; ..." (by colour)."""
+        if by not in ("shape", "colour"):
+            raise ValueError(f"by={by!r}: an inventory is by 'shape' or 'colour'")
+        groups = []
+        for name in SHAPES if by == "shape" else COLOURS:
+            members = [(r, t) for r, t in sorted(self.objects.items()) if getattr(t, by) == name]
+            other = "colour" if by == "shape" else "shape"
+            items = ", ".join(f"{getattr(t, other)} {POSITIONS[r]}" for r, t in members)
+            groups.append(f"{name} {len(members)}: {items}" if members else f"{name} 0")
+        return "; ".join(groups) + "."
 
 
 def make_scene(rng: random.Random) -> Scene:

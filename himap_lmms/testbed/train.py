@@ -17,12 +17,13 @@ Every conversation also ends with dense turns about the whole scene, the analogu
 two of the three forms of :data:`DENSE_TURNS`, drawn at random. In reading order ("Describe the scene.
 ASSISTANT: top left red circle, centre blue square.") it teaches looking up a place: on the first testbed it
 taught naming the shape at a position (held out: 91.0 % with descriptions on every conversation, 79.8 % on
-half). POPE's and TextVQA's questions instead search the image for an object by its colour and shape: the list by
-shape ("List the shapes. ASSISTANT: circle red top left, square blue centre.") rehearses that. Counting
-questions gather every object of one colour or shape: the tally ("Count the colours and shapes. ASSISTANT: red
-1, green 0, blue 1, yellow 0, circle 1, square 1, triangle 0, cross 0.") states each count, which listing by
-colour taught only to 40 %. With reading order alone POPE and TextVQA stalled near 68 % and 40 %
-(teacher-forced check); which mixes were tried, and what each gave, is in the README ("The bundled testbed").
+half). POPE's and TextVQA's questions instead search the image for an object by its colour and shape, and
+counting questions gather every object of one shape or colour; the lists by shape ("List the shapes. ASSISTANT:
+circle 1: red top left; square 1: blue centre; triangle 0; cross 0.") and by colour ("List the colours.
+ASSISTANT: red 1: circle top left; green 0; blue 1: square centre; yellow 0.") rehearse both: each group starts
+with its count (listing by colour without counts taught counting by colour only to 40 %). With reading order
+alone POPE and TextVQA stalled near 68 % and 40 % (teacher-forced check); which mixes were tried, and what each
+gave, is in the README ("The bundled testbed").
 And while it learns, a linear read-out on the image tokens the language model receives (the projector's
 output) is trained to name, for every patch, the colour and shape of the object on it (or none) and the region
 it lies in: dense labels that make the vision tower useful in a few hundred steps (what CLIP's pre-training
@@ -80,8 +81,8 @@ CORPUS_SEED = 99  # prompts the tokenizer is trained on
 # The dense turns: a request, and the scene listed in the order it asks for.
 DENSE_TURNS: dict[str, Callable[[Scene], str]] = {
     "Describe the scene.": Scene.description,
-    "List the shapes.": Scene.inventory,
-    "Count the colours and shapes.": Scene.tally,
+    "List the shapes.": lambda scene: scene.inventory(by="shape"),
+    "List the colours.": lambda scene: scene.inventory(by="colour"),
 }
 
 
