@@ -86,10 +86,10 @@ class Scene:
         left; cross 0." (by shape), "red 2: triangle top left, circle bottom left; green 0; ..." (by colour)."""
         if by not in ("shape", "colour"):
             raise ValueError(f"by={by!r}: an inventory is by 'shape' or 'colour'")
+        other = "colour" if by == "shape" else "shape"
         groups = []
         for name in SHAPES if by == "shape" else COLOURS:
             members = [(r, t) for r, t in sorted(self.objects.items()) if getattr(t, by) == name]
-            other = "colour" if by == "shape" else "shape"
             items = ", ".join(f"{getattr(t, other)} {POSITIONS[r]}" for r, t in members)
             groups.append(f"{name} {len(members)}: {items}" if members else f"{name} 0")
         return "; ".join(groups) + "."
