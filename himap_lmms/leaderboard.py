@@ -27,7 +27,7 @@ same sweep with the same model, backend, non-pruning settings, documents, limit,
 Where there is no such run (a plain lmms-eval run, a sweep without vanilla, a failed vanilla) the cell is
 empty, never a number from another run's conditions.
 
-``--reference`` writes a reference table (the README shows one): it refuses runs with a ``--limit`` and
+``--reference`` writes a reference table (the README links one): it refuses runs with a ``--limit`` and
 failed runs, so a smoke run never becomes a reference.
 
 The parsing of ``model_args`` mirrors lmms-eval's (comma-separated ``key=value``) but keeps every value as

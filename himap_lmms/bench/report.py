@@ -1,5 +1,5 @@
 """The benchmark's files: ``bench.json`` (everything, raw times included), ``bench.md`` (the tables and the
-goals; the README's "Cost benchmark" says what the columns mean) and ``bench.png`` (speed-up against
+goals; docs/cost-benchmark.md says what the columns mean) and ``bench.png`` (speed-up against
 1 / FLOPs ratio, with the ideal y = x)."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['device_name']} ({s['device']}), {s['dtype']}, SDPA, torch {results['torch']}, "
         f"torch threads: {results['threads']}; prompt {PREFIX_TOKENS} + {results['shape']['num_image_tokens']} "
         f"image + {TEXT_TOKENS} text tokens; {s['new_tokens']} new tokens; timed rounds: {s['repeats']} (medians "
-        f"[min-max]); run took {results['seconds']:.0f} s. The README's Cost benchmark section explains the columns.",
+        f"[min-max]); run took {results['seconds']:.0f} s. docs/cost-benchmark.md explains the columns.",
     ]
     for batch, rows in results["batches"].items():
         labels = {name: results["methods"][name]["label"] for name in rows}

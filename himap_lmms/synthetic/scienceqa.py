@@ -4,7 +4,7 @@ Records carry the columns of the hub dataset (``image``, ``question``, ``choices
 ``task``, ``grade``, ``subject``, ``topic``, ``category``, ``skill``, ``lecture``, ``solution``), so the task
 code that reads ScienceQA reads them unchanged. Every family lists the same four choices in the same order:
 the letter names the answer, and a model has only to read the image, not to find its answer among shuffled
-options (README, "The bundled testbed"); chance is 25 %.
+options (docs/testbed.md); chance is 25 %.
 """
 
 from __future__ import annotations

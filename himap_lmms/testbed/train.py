@@ -1,37 +1,11 @@
 """Training of the testbed LLaVA from scratch on the three synthetic benchmarks, so pruning has real accuracy
 to lose.
 
-``scripts/train_testbed.py`` is the command line; :func:`train` is the whole run.
-
-Same classes as LLaVA-1.5 (CLIP vision tower, projector, Llama language model), 168 px images in 14 px
-patches (144 image tokens) and 12 language layers, so HiMAP's K1 = 2 and K2 = 8 sit where they sit in 7B.
-
-It learns the prompts its three tasks ask (:mod:`himap_lmms.synthetic`): the paper's ScienceQA prompt
-answered by a letter, POPE's yes/no question and TextVQA's short-answer question, each after the system prompt
-and "USER: <image>\n", followed by the answer and the end of sequence. One short answer per image is too weak a
-signal for a model trained from scratch to find which image patches a question is about: on the first
-testbed's budget it learned the answer prior and stalled near chance. So every training image comes with a
-conversation, as LLaVA's instruction data does: the first turn is exactly an evaluation prompt, and further
-turns ask more questions about the same image, in any of the three formats, with the loss on every answer.
-Every conversation also ends with dense turns about the whole scene, the analogue of LLaVA's caption data:
-two of the three forms of :data:`DENSE_TURNS`, drawn at random. In reading order ("Describe the scene.
-ASSISTANT: top left red circle, centre blue square.") it teaches looking up a place: on the first testbed it
-taught naming the shape at a position (held out: 91.0 % with descriptions on every conversation, 79.8 % on
-half). POPE's and TextVQA's questions instead search the image for an object by its colour and shape, and
-counting questions gather every object of one shape or colour; the lists by shape ("List the shapes. ASSISTANT:
-circle 1: red top left; square 1: blue centre; triangle 0; cross 0.") and by colour ("List the colours.
-ASSISTANT: red 1: circle top left; green 0; blue 1: square centre; yellow 0.") rehearse both: each group starts
-with its count (listing by colour without counts taught counting by colour only to 40 %). With reading order
-alone POPE and TextVQA stalled near 68 % and 40 % (teacher-forced check); which mixes were tried, and what each
-gave, is in the README ("The bundled testbed").
-And while it learns, a linear read-out on the image tokens the language model receives (the projector's
-output) is trained to name, for every patch, the colour and shape of the object on it (or none) and the region
-it lies in: dense labels that make the vision tower useful in a few hundred steps (what CLIP's pre-training
-gives LLaVA). The read-out is thrown away; the checkpoint holds only the LLaVA classes.
-
-Training scenes and questions come from the same generators as the shipped held-out splits, with other seeds;
-the splits themselves are never trained on. Seeded: the same settings give the same weights on the same machine
-and thread count.
+``scripts/train_testbed.py`` is the command line; :func:`train` is the whole run. Each image comes with a
+conversation of evaluation-format questions that ends in dense turns about the whole scene
+(:data:`DENSE_TURNS`), and a linear read-out on the image tokens names every patch's colour, shape and region
+(thrown away after training). Why each piece is there, and the mixes tried, are in ``docs/testbed.md``.
+Seeded: the same settings give the same weights on the same machine and thread count.
 """
 
 from __future__ import annotations
