@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from packaging.requirements import Requirement
 
+from himap_lmms.bench.goals import GPU_GOALS, check_goals
 from himap_lmms.leaderboard import OK
 from himap_lmms.llava_forward import SUPPORTED_ATTENTION
 from himap_lmms.sweep import CONFIGS, REPO, judge_run, load_presets, model_args, resolve_model
@@ -47,11 +48,6 @@ TASK = "scienceqa_img_himap_local"
 BENCH_METHODS = ("vanilla", "himap_ref", "himap_25")
 LMMS_PRESETS = ("vanilla", "himap_ref")
 THROUGHPUT_KEYS = ("avg_flops_ratio", "avg_latency", "avg_prefill_s", f"avg_flops_ratio:{TASK}")
-# The GPU goals, for HiMAP's reference setting against vanilla at the 7B shape.
-GOAL_PREFILL_EFFICIENCY = 0.95  # prefill speed-up / (1 / FLOPs ratio), at every batch size
-GOAL_OVERHEAD = 0.02  # scoring + top-k + gathers, share of the prefill
-GOAL_END_TO_END = 2.5  # speed-up with 8 new tokens
-GOAL_END_TO_END_BATCH = "8"
 
 
 @dataclass
@@ -136,49 +132,13 @@ def judge_bench(path: Path, batches: list[str]) -> str | None:
 
 
 def goals(path: Path) -> list[dict]:
-    """The GPU goals read off a ``bench.json``: what was asked, whether it was met, what was measured.
+    """The GPU goals read off a ``bench.json`` (:data:`GPU_GOALS`, the same check the benchmark records on CUDA).
 
     Memory compares the CUDA allocator's peak during the runs, or on the CPU the peak of live tensors.
     """
     if not path.is_file():
         return []
-    bench = json.loads(path.read_text())
-    checks = []
-
-    def check(goal: str, passed: bool, value: str) -> None:
-        checks.append({"goal": goal, "passed": bool(passed), "value": value})
-
-    for batch, rows in bench["batches"].items():
-        himap, vanilla = rows["himap_ref"], rows["vanilla"]
-        efficiency, overhead = himap["prefill_efficiency"], himap["overhead_share"]["median"]
-        check(
-            f"batch {batch}: prefill speed-up >= {GOAL_PREFILL_EFFICIENCY} x the FLOPs bound",
-            efficiency >= GOAL_PREFILL_EFFICIENCY,
-            f"{himap['prefill_speedup']['median']:.2f}x of {himap['inverse_flops_ratio']:.2f}x ({efficiency:.3f})",
-        )
-        check(
-            f"batch {batch}: pruning overhead < {GOAL_OVERHEAD:.0%} of the prefill",
-            overhead < GOAL_OVERHEAD,
-            f"{100 * overhead:.2f} %",
-        )
-        if batch == GOAL_END_TO_END_BATCH:
-            total = himap["total_speedup"]["median"]
-            check(
-                f"batch {batch}: end-to-end speed-up, {bench['settings']['new_tokens']} new tokens >= "
-                f"{GOAL_END_TO_END}x",
-                total >= GOAL_END_TO_END,
-                f"{total:.2f}x",
-            )
-        if himap["cuda_peak_bytes"]:
-            ours, theirs = himap["cuda_peak_bytes"]["max"], vanilla["cuda_peak_bytes"]["max"]
-        else:
-            ours, theirs = himap["peak_live_tensor_bytes"], vanilla["peak_live_tensor_bytes"]
-        check(
-            f"batch {batch}: peak memory below vanilla's",
-            ours < theirs,
-            f"{ours / 2**20:.1f} MiB vs {theirs / 2**20:.1f} MiB",
-        )
-    return checks
+    return check_goals(json.loads(path.read_text()), GPU_GOALS)
 
 
 def lmms_steps(out: Path, device: str, dry: bool) -> list[Step]:

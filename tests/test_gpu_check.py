@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from himap_lmms import gpu_check
+from himap_lmms.bench.goals import CPU_GOALS, GPU_GOALS, check_goals, goal_set_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,11 +90,24 @@ def test_goals_at_batch_8_include_end_to_end(tmp_path: Path) -> None:
     }
     (tmp_path / "bench.json").write_text(json.dumps(bench))
     assert [(goal["goal"], goal["passed"]) for goal in gpu_check.goals(tmp_path / "bench.json")] == [
-        ("batch 8: prefill speed-up >= 0.95 x the FLOPs bound", False),
-        ("batch 8: pruning overhead < 2% of the prefill", True),
+        ("batch 8: prefill speed-up >= 0.95 x the FLOPs bound (1/FLOPs ratio, swiglu)", False),
+        ("batch 8: pruning overhead (scoring + top-k + compaction) < 2% of the prefill", True),
         ("batch 8: end-to-end speed-up, 8 new tokens >= 2.5x", True),
         ("batch 8: peak memory below vanilla's", True),
     ]
+
+
+def test_one_goal_check_with_named_thresholds_for_the_bench_and_the_gpu_check(dry_run) -> None:
+    """The bench records the goals of its device's set; the GPU check reads the same file with the GPU set, so a
+    goal's text (which names its threshold) means one thing wherever it is printed."""
+    _, out = dry_run
+    bench = json.loads((out / "bench" / "tiny" / "bench.json").read_text())
+    assert bench["goal_set"] == "cpu" and goal_set_for("cpu") is CPU_GOALS and goal_set_for("cuda:0") is GPU_GOALS
+    assert bench["goals"] == check_goals(bench, CPU_GOALS)
+    by_text = {g["goal"]: g["passed"] for g in check_goals(bench, CPU_GOALS)}
+    for goal in gpu_check.goals(out / "bench" / "tiny" / "bench.json"):
+        assert by_text.get(goal["goal"], goal["passed"]) == goal["passed"]
+    assert {GPU_GOALS.prefill_efficiency, CPU_GOALS.prefill_efficiency} == {0.95, 0.85}
 
 
 @pytest.mark.parametrize("preset", gpu_check.LMMS_PRESETS)

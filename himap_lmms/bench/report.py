@@ -11,8 +11,8 @@ from typing import Any
 import matplotlib
 import pandas as pd
 
+from himap_lmms.bench.goals import goal_set_for
 from himap_lmms.bench.settings import REFERENCE
-from himap_lmms.bench.summary import GOAL_PREFILL_EFFICIENCY
 from himap_lmms.shapes import PREFIX_TOKENS, TEXT_TOKENS
 
 matplotlib.use("Agg")
@@ -182,7 +182,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         )
     limit *= 1.08
     axis.plot([1, limit], [1, limit], "k--", linewidth=1, label="ideal: speed-up = 1 / FLOPs ratio")
-    goal = GOAL_PREFILL_EFFICIENCY
+    goal = goal_set_for(results["settings"]["device"]).prefill_efficiency
     axis.plot([1, limit], [goal, goal * limit], "k:", linewidth=1, label=f"goal: {goal} x ideal")
     axis.set_xlim(0.8, limit)
     axis.set_ylim(0.8, max(limit, top) * 1.05)

@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration
 
+from himap_lmms.bench.goals import check_goals, goal_set_for
 from himap_lmms.bench.measure import count_prefill, pruning_overhead, reference_style_run, timed_run
 from himap_lmms.bench.settings import (
     PAIR_PREFIX,
@@ -26,7 +27,7 @@ from himap_lmms.bench.settings import (
     bench_methods,
     wants_fastv_partner,
 )
-from himap_lmms.bench.summary import goals, spread, summarise_batch
+from himap_lmms.bench.summary import spread, summarise_batch
 from himap_lmms.shapes import SHAPES, LlavaShape, build_random_llava, prompt_inputs
 
 
@@ -97,7 +98,8 @@ def _run_benchmark(settings: BenchSettings) -> dict[str, Any]:
         results["reference_style"] = run_reference_style(model, shape, settings, methods, bar)
     bar.close()
     results["seconds"] = time.perf_counter() - started
-    results["goals"] = goals(results)
+    results["goal_set"] = goal_set_for(settings.device).name
+    results["goals"] = check_goals(results, goal_set_for(settings.device))
     return results
 
 
