@@ -20,7 +20,7 @@ TASK = "scienceqa_img_himap_local"
 HEADLINES = {TASK: "exact_match", "pope_synth": "pope_f1_score", "textvqa_synth": "exact_match"}  # the demo's tasks
 LIMIT = 12
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="bundled data not generated")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not DATA.is_dir(), reason="bundled data not generated")]
 
 
 def sweep_dir(results: Path) -> Path:

@@ -17,6 +17,8 @@ import pytest
 from himap_lmms import gpu_check
 from himap_lmms.bench.goals import CPU_GOALS, GPU_GOALS, check_goals, goal_set_for
 
+pytestmark = pytest.mark.slow  # the whole GPU check, dry, in a subprocess
+
 REPO = Path(__file__).resolve().parent.parent
 
 STEPS = ["engine-float32-sdpa", "bench-tiny", "lmms-vanilla", "lmms-himap_ref"]

@@ -28,6 +28,8 @@ from himap_lmms.pruning_study import (  # the study's own loop and scoring
 from himap_lmms.synthetic import BENCHMARKS, load_split
 from himap_lmms.testbed import DATA_ROOT, TESTBED_PATH
 
+pytestmark = pytest.mark.slow  # trains nothing, but evaluates the testbed on 3 x 420 questions (~40 % of the suite)
+
 SUBSET = 10
 LAYERS, IMAGE_TOKENS = 12, 144
 STUDY = Path(__file__).resolve().parent.parent / "results" / "testbed" / "pruning_study.json"
