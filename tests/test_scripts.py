@@ -157,3 +157,18 @@ def test_disruption_sweep_reads_rewritten_data_afresh(tmp_path) -> None:
     after = undisturbed_accuracy(tmp_path / "second")
     assert before >= 0.75  # the testbed answers held-out colour questions (99.1 % over the split)
     assert after <= 0.25  # every gold letter moved: only a wrong answer can now score
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--limit", "0"], "--limit=0 must be >= 1"),
+        (["--batch-size", "-1"], "--batch-size=-1 must be >= 1"),
+        (["--presets", "vanilla,"], "--presets='vanilla,' must name at least one, without blanks"),
+        (["--presets", "himap_50"], "unknown method preset 'himap_50'"),
+        (["--model", "llava-7b"], "unknown model preset 'llava-7b'"),
+    ],
+)
+def test_sweep_refuses_bad_arguments_before_any_run(no_model_loads, capsys, tmp_path, argv, message) -> None:
+    assert message in refused(capsys, "sweep", [*argv, "--results", str(tmp_path)])
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.iterdir())
