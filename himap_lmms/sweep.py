@@ -1,13 +1,19 @@
 """A sweep: pruning presets x tasks through stock lmms-eval, one process per preset, judged by its results.
 
 Every preset runs as its own lmms-eval process (so a crash loses one run, not the sweep) into
-``<results>/runs/<sweep id>/<preset>/``. lmms-eval 0.7.3 catches errors, logs them and exits 0, so a run's exit
-code says nothing: a run has finished when its folder holds one results file with an entry for every task
-asked and at least one document evaluated for each. Otherwise it has failed, with the last error line of its
-log. The sweep's manifest (``sweep.json``) records after every run what the runs share (model, tasks, limit,
-batch size, device, torch threads, processes) and each run's model_args, status and results file, so an
-interrupted sweep keeps what it has done. At the end the sweep's own leaderboard is written into its folder
-and printed, and the sweep fails (exit 1) if any run failed.
+``<results>/runs/<sweep id>/<preset>/``, its output shown and kept, written through, in ``lmms_eval.log``.
+lmms-eval 0.7.3 catches errors, logs them and exits 0, so a run's exit code says nothing: a run has finished when
+its folder holds one results file with an entry for every task asked and at least one document evaluated for each.
+Otherwise it has failed, with the last error line of its log.
+
+The sweep's manifest (``sweep.json``, :mod:`himap_lmms.sweep_manifest`) records what the runs share (model,
+tasks, limit, batch size, device, torch threads, processes) and each run's model_args, status and results file.
+It is written, atomically, before the first run (every preset ``not run``) and at every change of state, so a
+sweep that ends early keeps what it has done. SIGINT (Ctrl-C) and SIGTERM stop the running preset
+(``interrupted``) and leave the rest ``not run`` (:class:`StopSignals`); an output that cannot be written (a full
+disk) stops the sweep with the path named, keeping runs already written. At the end the sweep's own leaderboard
+is written into its folder and printed. Exit codes (:attr:`SweepOutcome.exit_code`) and the rest of what a user
+sees are in docs/sweeps.md.
 
 Torch threads are pinned (``OMP_NUM_THREADS``) so that all runs of a sweep use the same number, and recorded:
 latency depends on it as much as on the method.
@@ -33,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from himap_lmms.leaderboard import build_leaderboard, load_sweep, to_markdown, write_outputs
+from himap_lmms.leaderboard import build_leaderboard, load_sweep, parse_model_args, to_markdown, write_outputs
 from himap_lmms.sweep_manifest import (
     INTERRUPTED,
     OK,
@@ -79,6 +85,13 @@ class SweepPlan:
         for name in ("presets", "tasks"):
             if not getattr(self, name) or not all(getattr(self, name)):
                 raise ValueError(f"--{name}={','.join(getattr(self, name))!r} must name at least one, without blanks")
+        if len(set(self.presets)) < len(self.presets):
+            raise ValueError(f"--presets={','.join(self.presets)!r} names a preset twice")
+        if "batch_size" in parse_model_args(self.model_args):
+            raise ValueError(
+                f"--model-args={self.model_args!r} sets batch_size: give it as --batch-size (lmms-eval passes that "
+                "to the model itself)"
+            )
 
     @property
     def device(self) -> str:

@@ -55,6 +55,8 @@ def test_a_run_needs_an_entry_and_documents_for_every_task(tmp_path: Path) -> No
         ({"num_processes": 0}, "--num-processes=0 must be >= 1"),
         ({"threads": 0}, "--threads=0 must be >= 1"),
         ({"tasks": ()}, "--tasks='' must name at least one"),
+        ({"presets": ("vanilla", "vanilla")}, "--presets='vanilla,vanilla' names a preset twice"),
+        ({"model_args": "batch_size=0"}, "sets batch_size: give it as --batch-size"),
     ],
 )
 def test_a_plan_is_checked_when_made(settings: dict, message: str) -> None:
