@@ -35,6 +35,7 @@ from himap_lmms.sweep import (
     run_sweep,
 )
 from himap_lmms.sweep_manifest import FAILED, INTERRUPTED, NOT_RUN
+from himap_lmms.task_data import check_data_files
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         resolve_model(plan.model)
         load_presets(CONFIGS / "methods.yaml", "method", plan.presets)
+        check_data_files(plan.tasks, cwd=REPO)
     except ValueError as error:
         parser.error(str(error))
     if args.lmms_eval_config:
