@@ -85,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"sweep.py: error: --results {args.results}: cannot write runs there: {error}", file=sys.stderr)
         return EXIT_STORAGE
-    outcome = run_sweep(plan, args.results)
+    try:
+        outcome = run_sweep(plan, args.results)
+    except OSError as error:  # before the sweep's folder and manifest exist (after them, run_sweep records it)
+        print(f"sweep.py: error: cannot start the sweep: {error}", file=sys.stderr)
+        return EXIT_STORAGE
     try:
         print(report(outcome.folder), end="")
     except OSError as error:
