@@ -92,6 +92,8 @@ MODEL_ARG_KEYS = ("pretrained", "model", "model_version", "model_name", "model_i
 NON_SETTINGS = frozenset({"cost_log"})
 
 VANILLA = "none"
+# Exit status of ``himap-leaderboard`` when the table cannot be written (1: nothing to show, or --reference refused).
+EXIT_NOT_WRITTEN = 3
 _DATE_FORMAT = "%Y%m%d_%H%M%S"
 # lmms-eval stamps ``date`` and its file names in Asia/Singapore time (``utils.get_datetime_str``), which has no
 # daylight saving and no marker in the stamp; the leaderboard shows every run in UTC.
@@ -528,7 +530,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"not written: {error}", file=sys.stderr)
             return 1
     board = build_leaderboard(runs)
-    write_outputs(board, args.out)
+    try:
+        write_outputs(board, args.out)
+    except OSError as error:
+        print(f"not written: --out {args.out}: {error}", file=sys.stderr)
+        return EXIT_NOT_WRITTEN
     print(to_markdown(board), end="")
     return 0
 

@@ -490,6 +490,13 @@ def test_a_damaged_manifest_still_lists_the_sweeps_results_files(
     assert sorted(board[f"{SQA} exact_match"]) == [0.6, 0.7]
 
 
+def test_an_output_folder_that_cannot_be_written_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_results(tmp_path / "runs", results_payload(VANILLA_ARGS, {SQA: 0.7}))
+    (tmp_path / "occupied").write_text("a file where the table should go")
+    assert lb.main([str(tmp_path / "runs"), "--out", str(tmp_path / "occupied")]) == lb.EXIT_NOT_WRITTEN
+    assert f"not written: --out {tmp_path / 'occupied'}: " in capsys.readouterr().err
+
+
 def test_nothing_found_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert lb.main([str(tmp_path), "--out", str(tmp_path / "board")]) == 1
     assert "no lmms-eval results or sweeps found" in capsys.readouterr().err
