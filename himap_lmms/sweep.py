@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -192,9 +192,21 @@ class StopSignals:
         if self._timer is not None:
             self._timer.cancel()
 
+    def watch(self, child: subprocess.Popen | None) -> None:
+        """Make ``child`` the run to stop (``None``: the run has ended). A signal that came while the run was being
+        started stops it at once."""
+        if child is None and self._timer is not None:  # the run has ended: its process group id may be reused
+            self._timer.cancel()
+        self.child = child
+        if child is not None and self.signal is not None:
+            self._stop_child(self.signal, first=True)
+
     def _handle(self, number: int, frame: object) -> None:
         first = self.signal is None
         self.signal = self.signal or number
+        self._stop_child(number, first)
+
+    def _stop_child(self, number: int, first: bool) -> None:
         child = self.child
         if child is None or child.poll() is not None:
             return
@@ -223,27 +235,36 @@ def run_logged(command: list[str], env: dict[str, str], log: Path, stop: StopSig
     later. If the log cannot be written (a full disk), the run is killed before the ``OSError`` goes on: no
     process is left running unobserved.
     """
-    with (
-        log.open("wb", buffering=0) as kept,
-        subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-        ) as process,
-    ):
-        assert process.stdout is not None
-        stop.child = process
+    with log.open("wb", buffering=0) as kept:
         try:
-            while chunk := process.stdout.read1(4096):
-                try:
-                    kept.write(chunk)
-                except OSError as error:
-                    raise naming(error, log) from error
-                sys.stderr.buffer.write(chunk)
-                sys.stderr.flush()
-        except BaseException:
-            signal_group(process, signal.SIGKILL)
-            raise
-        finally:
-            stop.child = None
+            process = subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        except OSError as error:  # no lmms-eval to run: the run fails, with this line as its reason
+            kept.write(f"OSError: cannot start {command[0]}: {error}\n".encode())
+            return
+        try:
+            with process:
+                stop.watch(process)
+                _copy_output(process, kept, log)
+        finally:  # the process has been waited for
+            stop.watch(None)
+
+
+def _copy_output(process: subprocess.Popen, kept: BinaryIO, log: Path) -> None:
+    """Copy the run's output to ``kept`` and to stderr until it ends; kill the run if that fails."""
+    assert process.stdout is not None
+    try:
+        while chunk := process.stdout.read1(4096):
+            try:
+                kept.write(chunk)
+            except OSError as error:
+                raise naming(error, log) from error
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
+    except BaseException:
+        signal_group(process, signal.SIGKILL)
+        raise
 
 
 def last_error(log: Path) -> str:
@@ -268,7 +289,10 @@ def judge_run(run_dir: Path, tasks: tuple[str, ...], log: Path) -> tuple[str, st
     if len(files) != 1:
         reason = last_error(log) if not files else f"{len(files)} results files in {run_dir}"
         return failed(reason), None
-    data = json.loads(files[0].read_text())
+    try:
+        data = json.loads(files[0].read_text())
+    except (OSError, ValueError) as error:  # a run killed while writing it
+        return failed(f"its results file {files[0]} is unreadable: {error}"), None
     answered = {**data.get("results", {}), **data.get("group_subtasks", {})}
     samples = data.get("n-samples", {})
     for task in tasks:

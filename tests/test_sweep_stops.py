@@ -178,6 +178,7 @@ def test_a_full_disk_fails_the_run_it_hits_names_the_file_and_keeps_the_runs_bef
         return opened(self, mode, *args, **kwargs)
 
     monkeypatch.setattr(Path, "open", full_disk)
+    monkeypatch.setenv("STUB_FINISH", "vanilla")  # the second run is still under way when its log fails
     outcome = sweep.run_sweep(stub_runs, tmp_path / "results")
     assert outcome.exit_code == sweep.EXIT_STORAGE
     log = outcome.folder / "fastv_50" / "lmms_eval.log"
@@ -239,3 +240,20 @@ def test_ctrl_c_during_a_real_lmms_eval_run(tmp_path: Path) -> None:
     assert statuses(folder) == [OK, INTERRUPTED, NOT_RUN]
     assert (folder / "leaderboard.md").read_text() in rest
     assert (folder / "fastv_50" / "lmms_eval.log").stat().st_size > 0
+
+
+def test_a_run_that_cannot_start_fails_and_the_sweep_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_runs: sweep.SweepPlan
+) -> None:
+    """No lmms-eval to run is a failed run (exit 1), not an output error: the next preset still runs."""
+    stub = sweep.lmms_eval_command
+    missing = str(tmp_path / "no-such-lmms-eval")
+    monkeypatch.setattr(
+        sweep,
+        "lmms_eval_command",
+        lambda plan, run_dir, args: [missing] if run_dir.name == "fastv_50" else stub(plan, run_dir, args),
+    )
+    outcome = sweep.run_sweep(stub_runs, tmp_path / "results")
+    assert outcome.exit_code == sweep.EXIT_RUN_FAILED
+    expected = f"failed: OSError: cannot start {missing}: [Errno {errno.ENOENT}] No such file or directory: '{missing}'"
+    assert statuses(outcome.folder) == [OK, expected, OK]
