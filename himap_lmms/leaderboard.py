@@ -4,17 +4,23 @@
 
 A row is one run. Runs come from two places:
 
-- **sweeps** (``sweep.json``, written by ``scripts/sweep.py``): every preset the sweep ran, failed ones
-  included. A failed run is a row whose ``status`` says ``failed:`` and the error, with no scores.
+- **sweeps** (``sweep.json``, written by ``scripts/sweep.py``, see :mod:`himap_lmms.sweep_manifest`): every
+  preset of the sweep. A run without scores is a row whose ``status`` says why: ``failed:`` and the error,
+  ``interrupted`` (stopped by Ctrl-C or SIGTERM), ``not run`` (the sweep stopped before it) or ``running``.
+  A results file in a sweep's folder that its manifest does not record (a damaged manifest, a sweep killed
+  before it could record the run) is still a row, with the status ``ok, not in the sweep manifest``.
 - **lmms-eval result files** outside any sweep (``<output_path>/<model>/<stamp>_results.json``, or older
   ``results*.json``), each a row with status ``ok``.
 
 What each row records, so that the reader can see which rows compare:
 
 - model (the ``pretrained`` model_arg, a path shortened to its last component), backend (``--model``),
-  method (the ``method`` model_arg; none means vanilla) and settings (every other model_arg but ``cost_log``);
+  method (the ``method`` model_arg; none means vanilla), schedule (what the engine ran: the pruning model_args
+  resolved with their defaults, ``himap(k1=2,ratio1=0.5,k2=8,ratio2=0.125)`` whether or not they were typed)
+  and settings (every other model_arg but ``cost_log``);
 - ``n``: documents evaluated (lmms-eval's ``n-samples``, summed over the row's benchmarks), ``limit``
-  (``--limit``), ``batch`` (``--batch_size``), and for sweep runs the ``device`` and torch ``threads`` the
+  (``--limit``, ``16`` whether lmms-eval stored ``16.0`` or a sweep ``16``), ``batch`` (``--batch_size``), and
+  for sweep runs the ``device`` and torch ``threads`` the
   sweep pinned, and the ``sweep`` id;
 - one column per benchmark with its main metric (:data:`MAIN_METRICS`, else the task's first numeric
   metric that is not a stderr) and, with more than one benchmark, their unweighted ``mean`` (empty for a row
@@ -51,13 +57,25 @@ from typing import Any
 import pandas as pd
 
 from himap_lmms.cost import throughput_key
-from himap_lmms.pruning.config import PRUNING_ARGUMENTS
-from himap_lmms.values import is_local_path
+from himap_lmms.pruning.config import PruningConfig, split_pruning_args
+from himap_lmms.sweep_manifest import (
+    FAILED,
+    INTERRUPTED,
+    NOT_RUN,
+    OK,
+    RUNNING,
+    SWEEP_MANIFEST,
+    SweepManifest,
+    write_atomic,
+)
+from himap_lmms.values import is_local_path, parse_float
 
 logger = logging.getLogger(__name__)
 
 RESULT_PATTERNS = ("*_results.json", "results*.json")
-SWEEP_MANIFEST = "sweep.json"
+# Status of a results file found in a sweep folder that the sweep's manifest does not record as finished: the
+# manifest is damaged, or the sweep ended (killed, disk full) between the run's end and the manifest's update.
+UNRECORDED = "ok, not in the sweep manifest"
 
 # Main metric of known tasks (results key "<metric>,<filter>"): POPE's is F1, as LLaVA's papers report it.
 MAIN_METRICS: dict[str, str] = {
@@ -74,14 +92,15 @@ MODEL_ARG_KEYS = ("pretrained", "model", "model_version", "model_name", "model_i
 NON_SETTINGS = frozenset({"cost_log"})
 
 VANILLA = "none"
-OK = "ok"
+# Exit status of ``himap-leaderboard`` when the table cannot be written (1: nothing to show, or --reference refused).
+EXIT_NOT_WRITTEN = 3
 _DATE_FORMAT = "%Y%m%d_%H%M%S"
 # lmms-eval stamps ``date`` and its file names in Asia/Singapore time (``utils.get_datetime_str``), which has no
 # daylight saving and no marker in the stamp; the leaderboard shows every run in UTC.
 LMMS_EVAL_TIMEZONE = timezone(timedelta(hours=8))
 _FILE_STAMP = re.compile(r"(\d{8}_\d{6})")
 
-IDENTITY_COLUMNS = ["model", "backend", "method", "settings"]
+IDENTITY_COLUMNS = ["model", "backend", "method", "schedule", "settings"]
 CONDITION_COLUMNS = ["sweep", "status", "n", "limit", "batch", "device", "threads", "run (UTC)"]
 COST_COLUMNS = ["FLOPs ratio", "latency (s/example)", "speed-up vs none"]
 
@@ -93,6 +112,7 @@ class Run:
     model: str
     backend: str
     method: str
+    schedule: str
     settings: tuple[tuple[str, str], ...]
     time: datetime
     source: Path | None = None
@@ -107,18 +127,13 @@ class Run:
     status: str = OK
 
     @property
-    def base_settings(self) -> frozenset[tuple[str, str]]:
-        """Settings without the pruning arguments: what a vanilla reference must share."""
-        return frozenset((k, v) for k, v in self.settings if k not in PRUNING_ARGUMENTS)
-
-    @property
     def conditions(self) -> tuple:
         """Everything that must be equal for two runs' latencies to compare."""
         return (
             self.sweep,
             self.model,
             self.backend,
-            self.base_settings,
+            frozenset(self.settings),
             tuple(sorted(self.n.items())),
             self.limit,
             self.batch,
@@ -174,16 +189,43 @@ def run_time(data: Mapping[str, Any], source: Path) -> datetime:
 
 
 def identity(backend: str, model_args: str | Mapping[str, Any] | None) -> dict[str, Any]:
-    """model, backend, method and settings of a run from its ``--model`` and ``--model_args``."""
+    """model, backend, method, schedule and settings of a run from its ``--model`` and ``--model_args``.
+
+    The pruning arguments become the schedule alone; settings are the other model_args (those that say how the
+    model runs, not how it prunes), which a vanilla reference must share.
+    """
     args = parse_model_args(model_args)
     model_key = next((key for key in MODEL_ARG_KEYS if args.get(key)), None)
-    skipped = {model_key, "method", *NON_SETTINGS}
+    pruning, rest = split_pruning_args(args)
     return {
         "model": model_display_name(args[model_key]) if model_key else backend,
         "backend": backend,
-        "method": args.get("method", VANILLA),
-        "settings": tuple((k, v) for k, v in args.items() if k not in skipped),
+        "method": pruning.get("method", VANILLA),
+        "schedule": schedule_label(pruning),
+        "settings": tuple((k, v) for k, v in rest.items() if k not in {model_key, *NON_SETTINGS}),
     }
+
+
+def schedule_label(pruning: Mapping[str, str]) -> str:
+    """The schedule the engine runs for these pruning model_args, defaults filled in
+    (:meth:`PruningConfig.describe`): two spellings of one schedule get one label, and a row run with the
+    defaults shows its budgets. Arguments that make no schedule (a failed run's) are shown as typed."""
+    try:
+        return PruningConfig.from_args(**pruning).describe()
+    except (TypeError, ValueError):
+        return ",".join(f"{key}={value}" for key, value in pruning.items())
+
+
+def limit_text(limit: Any) -> str:
+    """``--limit`` as one text wherever it comes from: lmms-eval stores ``16.0``, a sweep ``16``; both are ``16``
+    (a fractional limit, a share of the documents, stays a fraction)."""
+    if limit is None or limit == "":
+        return ""
+    try:
+        number = parse_float("limit", limit)
+    except ValueError:
+        return str(limit)
+    return str(int(number)) if number.is_integer() else str(number)
 
 
 def run_from_results(data: Any, source: Path) -> Run:
@@ -206,7 +248,7 @@ def run_from_results(data: Any, source: Path) -> Run:
         results=results,
         throughput=throughput if isinstance(throughput, Mapping) else {},
         n={task: int(entry["effective"]) for task, entry in samples.items() if isinstance(entry, Mapping)},
-        limit="" if config.get("limit") is None else str(config["limit"]),
+        limit=limit_text(config.get("limit")),
         batch=str(config.get("batch_size") or ""),
     )
 
@@ -220,25 +262,56 @@ def load_run(path: Path) -> Run | None:
         return None
 
 
-def load_sweep(manifest: Path) -> list[Run]:
-    """Every run a sweep manifest lists: finished ones from their results file, failed ones as failed rows."""
-    sweep = json.loads(manifest.read_text(encoding="utf-8"))
-    conditions = {
-        "sweep": sweep["sweep_id"],
-        "device": sweep["device"],
-        "threads": str(sweep["torch_threads"]),
-        "limit": "" if sweep["limit"] is None else str(sweep["limit"]),
-        "batch": str(sweep["batch_size"]),
-    }
-    started = datetime.fromisoformat(sweep["started"])
-    runs = []
-    for entry in sweep["runs"]:
-        run = load_run(manifest.parent / entry["results"]) if entry["status"] == OK else None
-        if run is None:
-            status = entry["status"] if entry["status"] != OK else "failed: its results file is unreadable"
-            run = Run(**identity(sweep["backend"], entry["model_args"]), time=started, status=status)
-        runs.append(replace(run, **conditions))
-    return runs
+def results_files(folder: Path) -> list[Path]:
+    """Every lmms-eval results file below ``folder`` (samples files and others are not)."""
+    return sorted({match for pattern in RESULT_PATTERNS for match in folder.rglob(pattern)})
+
+
+def load_sweep(manifest_path: Path) -> list[Run]:
+    """Every run of one sweep, each with the conditions the sweep pinned.
+
+    Each preset its manifest lists is a row: a finished one from its results file, the others with a status
+    that says why they have no scores (``failed: ...``, ``interrupted``, ``not run``, ``running``). Results on
+    disk are never dropped because the manifest lags behind them or is damaged: a results file the manifest
+    does not record (outside the folders of runs it judged failed) is a row with the status :data:`UNRECORDED`,
+    which takes the place of its preset's row when that run was still running or interrupted. A manifest that
+    cannot be read is a warning, and then only such rows are left.
+    """
+    folder = manifest_path.parent
+    try:
+        manifest = SweepManifest.read(manifest_path)
+        started = datetime.fromisoformat(manifest.started)
+    except ValueError as error:
+        logger.warning("%s; listing the results files of %s without it", error, folder)
+        manifest = None
+    rows: dict[str, Run] = {}
+    recorded: set[Path] = set()
+    conditions = {"sweep": folder.name}
+    if manifest is not None:
+        conditions = {"sweep": manifest.sweep_id, "device": manifest.device, "threads": str(manifest.torch_threads)}
+        plan = {**conditions, "limit": limit_text(manifest.limit), "batch": str(manifest.batch_size)}
+        for entry in manifest.runs:
+            run = None
+            if entry.status == OK and entry.results:
+                recorded.add((folder / entry.results).resolve())
+                run = load_run(folder / entry.results)
+            elif entry.status.startswith(FAILED):  # the sweep judged what this run wrote
+                recorded.update(path.resolve() for path in results_files(folder / entry.preset))
+            if run is None:
+                status = entry.status if entry.status != OK else "failed: its results file is unreadable"
+                run = Run(**identity(manifest.backend, entry.model_args), time=started, status=status)
+            rows[entry.preset] = replace(run, **plan)
+    extra = []
+    for path in results_files(folder):
+        if path.resolve() in recorded or (run := load_run(path)) is None:
+            continue
+        run = replace(run, **conditions, status=UNRECORDED)
+        preset = path.relative_to(folder).parts[0]
+        if preset in rows and rows[preset].status in (RUNNING, INTERRUPTED, NOT_RUN):
+            rows[preset] = run
+        else:
+            extra.append(run)
+    return [*rows.values(), *extra]
 
 
 def collect_runs(paths: Iterable[Path]) -> list[Run]:
@@ -247,7 +320,7 @@ def collect_runs(paths: Iterable[Path]) -> list[Run]:
     for path in paths:
         if path.is_dir():
             manifests += sorted(path.rglob(SWEEP_MANIFEST))
-            files += sorted({match for pattern in RESULT_PATTERNS for match in path.rglob(pattern)})
+            files += results_files(path)
         elif path.is_file():
             (manifests if path.name == SWEEP_MANIFEST else files).append(path)
         else:
@@ -255,10 +328,7 @@ def collect_runs(paths: Iterable[Path]) -> list[Run]:
     sweep_dirs = {manifest.parent.resolve() for manifest in manifests}
     runs = []
     for manifest in dict.fromkeys(manifests):
-        try:
-            runs += load_sweep(manifest)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            logger.warning("skipping sweep %s: not a readable sweep manifest (%r)", manifest, error)
+        runs += load_sweep(manifest)
     for path in dict.fromkeys(files):
         if not any(parent in sweep_dirs for parent in path.resolve().parents):
             runs += [run] if (run := load_run(path)) is not None else []
@@ -370,7 +440,7 @@ def build_leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
     ordered = sorted(runs, key=lambda r: (r.sweep, r.model, r.backend, r.method != VANILLA, r.method, r.time))
     rows = []
     for run in ordered:
-        flops, latency = mean_cost(run) if run.status == OK else (None, None)
+        flops, latency = mean_cost(run)
         scores = {
             benchmark_label(task, metric): _number(run.results.get(task, {}).get(metric)) for task, metric in benchmarks
         }
@@ -381,6 +451,7 @@ def build_leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
                 "model": run.model,
                 "backend": run.backend,
                 "method": run.method,
+                "schedule": run.schedule,
                 "settings": run.settings_text,
                 "sweep": run.sweep,
                 "status": run.status,
@@ -414,20 +485,21 @@ def to_markdown(board: pd.DataFrame) -> str:
 
 
 def write_outputs(board: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
-    """Write ``leaderboard.md``, ``.csv`` (full precision) and ``.json`` (one record per row) into ``out_dir``."""
+    """Write ``leaderboard.md``, ``.csv`` (full precision) and ``.json`` (one record per row) into ``out_dir``, each
+    replaced whole (an interrupted write leaves the previous table, not half of one)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {suffix: out_dir / f"leaderboard.{suffix}" for suffix in ("md", "csv", "json")}
-    paths["md"].write_text(to_markdown(board), encoding="utf-8")
-    board.to_csv(paths["csv"], index=False)
+    write_atomic(paths["md"], to_markdown(board))
+    write_atomic(paths["csv"], board.to_csv(index=False))
     records = board.astype(object).where(board.notna(), None).to_dict(orient="records")
-    paths["json"].write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+    write_atomic(paths["json"], json.dumps(records, indent=2) + "\n")
     return paths
 
 
 def check_reference(runs: Sequence[Run]) -> None:
     """A reference table holds only complete, finished runs: ``ValueError`` naming the first that is not."""
     for run in runs:
-        label = f"{run.model} {run.method} {run.settings_text} ({run.sweep or run.source})"
+        label = f"{run.model} {run.schedule} {run.settings_text} ({run.sweep or run.source})"
         if run.status != OK:
             raise ValueError(f"{label} {run.status}: a reference table holds finished runs only")
         if run.limit:
@@ -458,7 +530,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"not written: {error}", file=sys.stderr)
             return 1
     board = build_leaderboard(runs)
-    write_outputs(board, args.out)
+    try:
+        write_outputs(board, args.out)
+    except OSError as error:
+        print(f"not written: --out {args.out}: {error}", file=sys.stderr)
+        return EXIT_NOT_WRITTEN
     print(to_markdown(board), end="")
     return 0
 

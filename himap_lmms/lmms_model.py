@@ -100,7 +100,6 @@ class HimapLlava(lmms):
         pruning_args, unknown = split_pruning_args(kwargs)
         if unknown:
             raise ValueError(f"unknown model_args for himap_llava: {', '.join(sorted(unknown))}")
-        self.pruning = PruningConfig.from_args(method, **pruning_args)
         if flops_convention not in CONVENTIONS:
             raise ValueError(
                 f"flops_convention={flops_convention!r} is not known: choose one of {', '.join(CONVENTIONS)}"
@@ -127,11 +126,16 @@ class HimapLlava(lmms):
             self._device = torch.device(device)
         self.run_id = self._shared_run_id()
 
-        model_type = AutoConfig.from_pretrained(pretrained, revision=revision).model_type
+        model_config = AutoConfig.from_pretrained(pretrained, revision=revision)
+        model_type = model_config.model_type
         if model_type not in MODEL_CLASSES:
             raise ValueError(
                 f"pretrained={pretrained!r} is a {model_type!r} model; himap_llava supports {', '.join(MODEL_CLASSES)}"
             )
+        # Bound to the depth read from the config, before any weight loads: a layer typed beyond the depth is
+        # named as such before the steps are compared with each other (see PruningConfig.from_args).
+        num_layers = model_config.get_text_config().num_hidden_layers
+        self.pruning = PruningConfig.from_args(method, num_layers=num_layers, **pruning_args)
         self.processor = AutoProcessor.from_pretrained(pretrained, revision=revision)
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
@@ -165,6 +169,18 @@ class HimapLlava(lmms):
     @property
     def device(self) -> torch.device:
         return self._device
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None) -> HimapLlava:
+        """lmms-eval's constructor from ``--model_args``, refusing ``batch_size`` there: lmms-eval passes
+        ``--batch_size`` to the model itself, and both at once would end in a bare ``TypeError``."""
+        args = utils.simple_parse_args_string(arg_string)
+        if "batch_size" in args and (additional_config or {}).get("batch_size") is not None:
+            raise ValueError(
+                f"batch_size={args['batch_size']!r} in model_args: give the batch size as --batch_size "
+                f"(this run's is {additional_config['batch_size']!r}), not in model_args"
+            )
+        return super().create_from_arg_string(arg_string, additional_config)
 
     def generate_until(self, requests: list[Instance]) -> list[GenerationResult]:
         """Answer generation requests in batches grouped by generation kwargs, longest prompts first."""

@@ -9,7 +9,11 @@
 
 Model and method presets live in configs/models.yaml and configs/methods.yaml; --model-args is appended to
 both. The runs land in results/runs/<sweep id>/<preset>/ with the sweep's manifest and leaderboard beside them
-(see himap_lmms/sweep.py). Exit status 1 when any run failed, 2 for bad arguments.
+(see himap_lmms/sweep.py and docs/sweeps.md). Ctrl-C or SIGTERM stops the running preset, marks it
+interrupted and the rest not run, and writes the table of what finished.
+
+Exit status: 0 every run ok; 1 a run failed; 2 bad arguments; 3 an output could not be written (the results
+folder before any run, or a full disk during the sweep); 130 stopped by SIGINT (Ctrl-C); 143 by SIGTERM.
 """
 
 from __future__ import annotations
@@ -18,17 +22,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from himap_lmms.leaderboard import OK
 from himap_lmms.sweep import (
     CONFIGS,
+    EXIT_STORAGE,
     REPO,
     SweepPlan,
+    check_writable,
     lmms_eval_config,
     load_presets,
     report,
     resolve_model,
     run_sweep,
 )
+from himap_lmms.sweep_manifest import FAILED, INTERRUPTED, NOT_RUN
+from himap_lmms.task_data import check_data_files
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,18 +74,35 @@ def main(argv: list[str] | None = None) -> int:
         )
         resolve_model(plan.model)
         load_presets(CONFIGS / "methods.yaml", "method", plan.presets)
+        check_data_files(plan.tasks, cwd=REPO)
     except ValueError as error:
         parser.error(str(error))
     if args.lmms_eval_config:
         print(lmms_eval_config(plan), end="")
         return 0
-    sweep_dir, runs = run_sweep(plan, args.results)
-    print(report(sweep_dir), end="")
-    print(f"[sweep] {sweep_dir}")
-    failed = [f"{run['preset']} ({run['status']})" for run in runs if run["status"] != OK]
-    if failed:
-        print("[sweep] failed runs: " + "; ".join(failed), file=sys.stderr)
-    return 1 if failed else 0
+    try:
+        check_writable(args.results)
+    except OSError as error:
+        print(f"sweep.py: error: --results {args.results}: cannot write runs there: {error}", file=sys.stderr)
+        return EXIT_STORAGE
+    try:
+        outcome = run_sweep(plan, args.results)
+    except OSError as error:  # before the sweep's folder and manifest exist (after them, run_sweep records it)
+        print(f"sweep.py: error: cannot start the sweep: {error}", file=sys.stderr)
+        return EXIT_STORAGE
+    try:
+        print(report(outcome.folder), end="")
+    except OSError as error:
+        print(f"[sweep] the sweep's table could not be written: {error}", file=sys.stderr)
+        return EXIT_STORAGE
+    print(f"[sweep] {outcome.folder}")
+    runs = outcome.manifest.runs
+    failed = [f"{run.preset} ({run.status})" for run in runs if run.status.startswith(FAILED)]
+    unfinished = [f"{run.preset} ({run.status})" for run in runs if run.status in (INTERRUPTED, NOT_RUN)]
+    for what, listed in (("failed runs", failed), ("not finished", unfinished)):
+        if listed:
+            print(f"[sweep] {what}: " + "; ".join(listed), file=sys.stderr)
+    return outcome.exit_code
 
 
 if __name__ == "__main__":

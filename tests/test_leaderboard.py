@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from himap_lmms import leaderboard as lb
+from himap_lmms.sweep_manifest import INTERRUPTED, NOT_RUN, RunEntry, SweepManifest
 
 SQA = "scienceqa_img_himap"
 MME = "mme"
@@ -138,18 +139,18 @@ def write_sweep(root: Path, sweep_id: str, runs: dict[str, dict[str, Any] | str]
                 "results": str(path.relative_to(sweep)),
             }
         )
-    manifest = {
-        "sweep_id": sweep_id,
-        "started": "2025-11-24T02:00:00+00:00",
-        "backend": "himap_llava",
-        "batch_size": 1,
-        "limit": limit,
-        "device": "cpu",
-        "torch_threads": 2,
-        "runs": entries,
-    }
-    (sweep / lb.SWEEP_MANIFEST).parent.mkdir(parents=True, exist_ok=True)
-    (sweep / lb.SWEEP_MANIFEST).write_text(json.dumps(manifest))
+    manifest = SweepManifest(
+        sweep_id=sweep_id,
+        started="2025-11-24T02:00:00+00:00",
+        backend="himap_llava",
+        batch_size=1,
+        limit=limit,
+        device="cpu",
+        torch_threads=2,
+        runs=[RunEntry(**entry) for entry in entries],
+    )
+    sweep.mkdir(parents=True, exist_ok=True)
+    manifest.write(sweep)
     return sweep
 
 
@@ -181,7 +182,8 @@ def test_cells_equal_the_source_numbers(tmp_path: Path) -> None:
     assert list(board["method"]) == ["none", "himap"]  # vanilla first
     vanilla, himap = board.to_dict(orient="records")
     assert himap["model"] == "llava-v1.5-7b" and himap["backend"] == "himap_llava"
-    assert himap["settings"] == "k1=2,keep1=288,k2=8,keep2=72" and vanilla["settings"] == ""
+    assert himap["schedule"] == "himap(k1=2,keep1=288,k2=8,keep2=72)" and vanilla["schedule"] == "none"
+    assert himap["settings"] == "" and vanilla["settings"] == ""  # the pruning arguments are the schedule
     assert himap[f"{SQA} exact_match"] == 0.683 and vanilla[f"{SQA} exact_match"] == 0.679
     assert (himap["FLOPs ratio"], himap["latency (s/example)"]) == (0.24, 0.116)
     assert (vanilla["FLOPs ratio"], vanilla["latency (s/example)"]) == (1.0, 0.197)
@@ -428,6 +430,73 @@ def test_results_files_inside_a_sweep_are_read_once_through_it(tmp_path: Path) -
     assert sorted(zip(board["method"], board["sweep"])) == [("himap", ""), ("none", "s")]
 
 
+def test_a_row_shows_the_schedule_the_engine_ran_and_one_schedule_has_one_label(tmp_path: Path) -> None:
+    spellings = [
+        "pretrained=/models/llava-v1.5-7b,method=himap",  # the defaults
+        "pretrained=/models/llava-v1.5-7b,method=himap,k1=2,ratio1=0.5,k2=8,ratio2=0.125",
+        "pretrained=/models/llava-v1.5-7b,ratio2=0.1250,k2=8.0,method=himap,ratio1=.5",
+    ]
+    for number, args in enumerate(spellings):
+        write_results(tmp_path / str(number), results_payload(args, {SQA: 0.5}, date=f"2025112{number}_101500"))
+    write_results(tmp_path / "fastv", results_payload(VANILLA_ARGS + ",method=fastv,dtype=float32", {SQA: 0.5}))
+    board = board_for(tmp_path)
+    himap = board[board["method"] == "himap"]
+    assert set(himap["schedule"]) == {"himap(k1=2,ratio1=0.5,k2=8,ratio2=0.125)"} and set(himap["settings"]) == {""}
+    assert (row_of(board, "fastv")["schedule"], row_of(board, "fastv")["settings"]) == (
+        "fastv(k=2,ratio=0.5)",
+        "dtype=float32",
+    )
+
+
+def test_arguments_that_make_no_schedule_are_shown_as_typed(tmp_path: Path) -> None:
+    write_sweep(tmp_path, "s", {"vanilla": "failed: ValueError: k1 is not an argument of method=none"})
+    manifest = SweepManifest.read(tmp_path / "s" / lb.SWEEP_MANIFEST)
+    manifest.runs[0].model_args = VANILLA_ARGS + ",k1=3"
+    manifest.write(tmp_path / "s")
+    assert row_of(board_for(tmp_path), "none")["schedule"] == "method=none,k1=3"
+
+
+@pytest.mark.parametrize(("stored", "shown"), [(16.0, "16"), (16, "16"), (0.25, "0.25"), (None, "")])
+def test_limit_is_shown_one_way_for_plain_runs_and_sweeps(tmp_path: Path, stored: float | None, shown: str) -> None:
+    write_results(tmp_path / "plain", results_payload(HIMAP_ARGS, {SQA: 0.5}, limit=stored))
+    write_sweep(tmp_path, "s", {"vanilla": results_payload(VANILLA_ARGS, {SQA: 0.5}, limit=stored)}, limit=stored)
+    assert list(board_for(tmp_path)["limit"]) == [shown, shown]
+
+
+def test_interrupted_and_not_run_presets_are_rows_without_scores(tmp_path: Path) -> None:
+    runs = {"vanilla": results_payload(VANILLA_ARGS, {SQA: 0.7}), "fastv": INTERRUPTED, "himap": NOT_RUN}
+    board = board_for(write_sweep(tmp_path, "s", runs))
+    assert dict(zip(board["status"], board[f"{SQA} exact_match"].isna())) == {
+        "ok": False,
+        INTERRUPTED: True,
+        NOT_RUN: True,
+    }
+
+
+def test_a_damaged_manifest_still_lists_the_sweeps_results_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs = {"vanilla": results_payload(VANILLA_ARGS, {SQA: 0.7}), "himap": results_payload(HIMAP_ARGS, {SQA: 0.6})}
+    sweep = write_sweep(tmp_path, "s", runs)
+    manifest = sweep / lb.SWEEP_MANIFEST
+    manifest.write_text(manifest.read_text()[:100])  # truncated mid-write
+    with caplog.at_level(logging.WARNING, logger="himap_lmms.leaderboard"):
+        board = board_for(tmp_path)
+    assert any(str(manifest) in message for message in caplog.messages)
+    assert sorted(zip(board["method"], board["status"], board["sweep"])) == [
+        ("himap", lb.UNRECORDED, "s"),
+        ("none", lb.UNRECORDED, "s"),
+    ]
+    assert sorted(board[f"{SQA} exact_match"]) == [0.6, 0.7]
+
+
+def test_an_output_folder_that_cannot_be_written_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_results(tmp_path / "runs", results_payload(VANILLA_ARGS, {SQA: 0.7}))
+    (tmp_path / "occupied").write_text("a file where the table should go")
+    assert lb.main([str(tmp_path / "runs"), "--out", str(tmp_path / "occupied")]) == lb.EXIT_NOT_WRITTEN
+    assert f"not written: --out {tmp_path / 'occupied'}: " in capsys.readouterr().err
+
+
 def test_nothing_found_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert lb.main([str(tmp_path), "--out", str(tmp_path / "board")]) == 1
     assert "no lmms-eval results or sweeps found" in capsys.readouterr().err
@@ -543,4 +612,4 @@ def test_reads_files_that_lmms_eval_writes(tmp_path: Path, monkeypatch: pytest.M
     assert (vanilla["tiny_qa exact_match"], himap["tiny_qa exact_match"]) == (1.0, 0.5)
     assert himap["FLOPs ratio"] == pytest.approx(0.3) and himap["latency (s/example)"] == pytest.approx(0.08)
     assert (himap["n"], himap["limit"]) == (2, "")
-    assert himap["model"] == "llava-v1.5-7b" and himap["settings"] == "k1=2,keep1=288,k2=8,keep2=72"
+    assert himap["model"] == "llava-v1.5-7b" and himap["schedule"] == "himap(k1=2,keep1=288,k2=8,keep2=72)"

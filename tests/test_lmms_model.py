@@ -60,6 +60,8 @@ def test_entry_point_resolves_to_the_adapter() -> None:
         ({"method": "himap", "keep": 10}, r"keep is not an argument of method=himap"),
         ({"method": "himap", "k1": 4, "k2": 3}, r"k2=3 must be greater than k1=4"),
         ({"method": "himap", "k2": 12}, r"k2=12 is out of range: the model has 12 decoder layers"),
+        ({"method": "himap", "k1": 20}, r"k1=20 is out of range: the model has 12 decoder layers"),  # not k2=8
+        ({"method": "pyramiddrop", "layers": "3/6/14"}, r"layers=3/6/14 is out of range: the model has 12 decoder"),
         ({"method": "fastv", "ratio": 1.5}, r"ratio=1.5 is out of range: it must be in \(0, 1\]"),
         ({"flops_convention": "exact"}, r"flops_convention='exact' is not known"),
         ({"batch_size": 0}, r"batch_size=0 must be >= 1"),
@@ -72,6 +74,16 @@ def test_entry_point_resolves_to_the_adapter() -> None:
 def test_bad_model_args_raise_naming_the_argument(tiny_llava_dir, model_args, message) -> None:
     with pytest.raises(ValueError, match=message):
         make_model(tiny_llava_dir, **model_args)
+
+
+def test_batch_size_in_model_args_is_refused_naming_both_places(tiny_llava_dir) -> None:
+    """lmms-eval passes --batch_size to the model itself; the same key in model_args was a bare TypeError."""
+    with pytest.raises(
+        ValueError, match=r"batch_size=0 in model_args: give the batch size as --batch_size \(this run's is 1\)"
+    ):
+        HimapLlava.create_from_arg_string(
+            f"pretrained={tiny_llava_dir},batch_size=0", {"batch_size": 1, "device": None}
+        )
 
 
 def test_bad_dtype_and_foreign_model_are_named(tiny_llava_dir, tmp_path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from himap_lmms.pruning import PrunedLlava, PruningConfig, split_pruning_args
@@ -118,3 +120,20 @@ def test_later_methods_arguments_pass_through_model_args() -> None:
     assert PruningConfig.from_args(**pruning).describe() == "dart(k=2,keep=64,pivots=4)"
     pruning, _ = split_pruning_args({"method": "visionzip", "contextual": 0.25})
     assert PruningConfig.from_args(**pruning).describe() == "visionzip(ratio=0.25,contextual=0.25)"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"method": "himap", "k1": "20"}, "k1=20 is out of range: the model has 12 decoder layers"),  # not k2=8 < k1
+        ({"method": "himap", "k1": 4, "k2": 3}, "k2=3 must be greater than k1=4"),  # both fit: the order is the error
+        ({"method": "pyramiddrop", "layers": "3/6/14"}, "layers=3/6/14 is out of range: the model has 12"),
+    ],
+)
+def test_a_typed_layer_is_checked_against_the_depth_before_the_order(args: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PruningConfig.from_args(num_layers=12, **args)
+
+
+def test_from_args_with_a_depth_is_the_bound_schedule() -> None:
+    assert PruningConfig.from_args("pyramiddrop", num_layers=12) == PruningConfig.pyramiddrop().for_depth(12)

@@ -48,6 +48,17 @@ def test_a_run_needs_an_entry_and_documents_for_every_task(tmp_path: Path) -> No
     assert sweep.judge_run(run, (TASK,), log)[0] == f"failed: task {TASK} evaluated no documents"
 
 
+def test_a_results_file_cut_short_is_a_failed_run(tmp_path: Path) -> None:
+    """A run killed while lmms-eval wrote its results leaves a partial file; the sweep must not crash on it."""
+    log = tmp_path / "lmms_eval.log"
+    log.write_text("")
+    run = tmp_path / "sweep" / "himap"
+    path = write_results(run, {TASK: {"exact_match,none": 0.5}}, {TASK: {"original": 400, "effective": 400}})
+    path.write_text(path.read_text()[:20])
+    status, results = sweep.judge_run(run, (TASK,), log)
+    assert status.startswith(f"failed: its results file {path} is unreadable: ") and results is None
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -55,6 +66,8 @@ def test_a_run_needs_an_entry_and_documents_for_every_task(tmp_path: Path) -> No
         ({"num_processes": 0}, "--num-processes=0 must be >= 1"),
         ({"threads": 0}, "--threads=0 must be >= 1"),
         ({"tasks": ()}, "--tasks='' must name at least one"),
+        ({"presets": ("vanilla", "vanilla")}, "--presets='vanilla,vanilla' names a preset twice"),
+        ({"model_args": "batch_size=0"}, "sets batch_size: give it as --batch-size"),
     ],
 )
 def test_a_plan_is_checked_when_made(settings: dict, message: str) -> None:

@@ -17,7 +17,8 @@ from himap_lmms.synthetic import BENCHMARKS
 REPO = Path(__file__).resolve().parent.parent
 STOCK = Path(lmms_eval.tasks.__file__).parent
 MIRRORS = {"pope_synth": STOCK / "pope" / "pope.yaml", "textvqa_synth": STOCK / "textvqa" / "textvqa_val.yaml"}
-DATA_KEYS = {"task", "dataset_path", "dataset_name", "dataset_kwargs", "test_split"}
+# The keys that may differ: the data, and our checks of it (process_docs; the stock tasks have none).
+DATA_KEYS = {"task", "dataset_path", "dataset_name", "dataset_kwargs", "test_split", "process_docs"}
 BY_TASK = {spec.task: spec for spec in BENCHMARKS.values()}
 
 

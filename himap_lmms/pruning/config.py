@@ -231,11 +231,14 @@ class PruningConfig:
         return cls("visionzip", (PruneStep(0, "class_token", keep, ratio, contextual=contextual),))
 
     @classmethod
-    def from_args(cls, method: str = "none", **args: Any) -> PruningConfig:
-        """Build from model_args-style values (strings such as ``"288"`` are converted).
+    def from_args(cls, method: str = "none", *, num_layers: int | None = None, **args: Any) -> PruningConfig:
+        """Build from model_args-style values (strings such as ``"288"`` are converted); with ``num_layers``, the
+        schedule bound to a model of that depth (:meth:`for_depth`).
 
         An argument that belongs to another method (``k1`` with ``method=fastv``) is an error rather than
-        silently ignored, since it almost always means the run is not the one the user wanted.
+        silently ignored, since it almost always means the run is not the one the user wanted. With
+        ``num_layers``, a layer the user typed is checked against the depth before the steps are compared with
+        each other: ``k1=20`` on a 12-layer model is named as out of range, not blamed on the default ``k2=8``.
         """
         if method not in _METHOD_ARGS:
             raise ValueError(f"method={method!r} is not known: choose one of {', '.join(METHODS)}")
@@ -245,7 +248,14 @@ class PruningConfig:
             takes = ", ".join(allowed) if allowed else "no pruning arguments"
             raise ValueError(f"{unknown[0]} is not an argument of method={method} (it takes {takes})")
         values = {name: _coerce(name, value) for name, value in args.items()}
-        return getattr(cls, method)(**values)
+        if num_layers is not None:
+            for name, value in values.items():
+                layers = value if name == "layers" else (value,) if name in ("k", "k1", "k2") else ()
+                if any(isinstance(layer, int) and layer >= num_layers for layer in layers):
+                    given = f"layers={_layer_list(value)}" if name == "layers" else f"{name}={value}"
+                    raise _beyond_depth(given, num_layers)
+        config = getattr(cls, method)(**values)
+        return config if num_layers is None else config.for_depth(num_layers)
 
     def for_depth(self, num_layers: int) -> PruningConfig:
         """This schedule for a model with ``num_layers`` decoder layers: every pruning layer must exist.
@@ -267,9 +277,7 @@ class PruningConfig:
                 given = f"k{step.suffix}={step.layer}"
                 if self.method == "pyramiddrop":
                     given = f"layers={_layer_list([s.layer for s in self.steps])}"
-                raise ValueError(
-                    f"{given} is out of range: the model has {num_layers} decoder layers, so it must be < {num_layers}"
-                )
+                raise _beyond_depth(given, num_layers)
         return self
 
     def image_tokens_per_layer(self, num_image_tokens: int, num_layers: int) -> list[int]:
@@ -310,6 +318,12 @@ class PruningConfig:
         parts += {"random": [f"seed={first.seed}"], "dart": [f"pivots={first.pivots}"]}.get(self.method, [])
         parts += [f"contextual={first.contextual}"] if self.method == "visionzip" else []
         return f"{self.method}({','.join(parts)})"
+
+
+def _beyond_depth(given: str, num_layers: int) -> ValueError:
+    return ValueError(
+        f"{given} is out of range: the model has {num_layers} decoder layers, so it must be < {num_layers}"
+    )
 
 
 def _budget(step: PruneStep) -> str:
