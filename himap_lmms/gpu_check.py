@@ -42,7 +42,8 @@ from packaging.requirements import Requirement
 from himap_lmms.bench.goals import GPU_GOALS, check_goals
 from himap_lmms.leaderboard import OK
 from himap_lmms.llava_forward import SUPPORTED_ATTENTION
-from himap_lmms.sweep import CONFIGS, REPO, judge_run, load_presets, model_args, resolve_model
+from himap_lmms.presets import REPO, method_presets, resolve_model
+from himap_lmms.sweep import judge_run, model_args
 
 TASK = "scienceqa_img_himap_local"
 BENCH_METHODS = ("vanilla", "himap_ref", "himap_25")
@@ -148,7 +149,7 @@ def lmms_steps(out: Path, device: str, dry: bool) -> list[Step]:
     a ``bin`` folder off the PATH.
     """
     _, testbed = resolve_model("testbed")
-    presets = load_presets(CONFIGS / "methods.yaml", "method", LMMS_PRESETS)
+    presets = method_presets(LMMS_PRESETS)
     steps = []
     for preset, method in presets.items():
         folder = out / "lmms" / preset

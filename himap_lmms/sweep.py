@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 import yaml
 
 from himap_lmms.leaderboard import build_leaderboard, load_sweep, parse_model_args, to_markdown, write_outputs
+from himap_lmms.presets import REPO, method_presets, resolve_model
 from himap_lmms.sweep_manifest import (
     INTERRUPTED,
     OK,
@@ -51,8 +52,6 @@ from himap_lmms.sweep_manifest import (
     naming,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-CONFIGS = REPO / "configs"
 BACKEND = "himap_llava"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception)\b.*:")
@@ -103,24 +102,6 @@ class SweepPlan:
     def torch_threads(self) -> int:
         """Threads per process: as asked, else the cores shared evenly between the processes."""
         return self.threads or max(1, (os.cpu_count() or 1) // self.num_processes)
-
-
-def load_presets(path: Path, kind: str, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    presets = yaml.safe_load(path.read_text())
-    unknown = [name for name in names if name not in presets]
-    if unknown:
-        raise ValueError(f"unknown {kind} preset {unknown[0]!r} in {path}: choose from {', '.join(presets)}")
-    return {name: presets[name] for name in names}
-
-
-def resolve_model(model: str) -> tuple[str, dict[str, Any]]:
-    """(display name, model_args) of a model preset or a checkpoint directory; preset paths are repo-relative,
-    so a sweep started from any directory finds the bundled checkpoint."""
-    if Path(model).is_dir():
-        return Path(model).name, {"pretrained": str(Path(model).resolve())}
-    ((name, preset),) = load_presets(CONFIGS / "models.yaml", "model", (model,)).items()
-    local = REPO / str(preset["pretrained"])
-    return name, {**preset, "pretrained": str(local) if local.is_dir() else preset["pretrained"]}
 
 
 def model_args(*parts: dict[str, Any] | str) -> str:
@@ -351,7 +332,7 @@ def run_sweep(plan: SweepPlan, results: Path) -> SweepOutcome:
     """Run every preset of ``plan``, one at a time, until all have run, a signal stops the sweep or an output
     cannot be written (see the module docstring); the manifest is rewritten at every change of state."""
     model_name, model_preset = resolve_model(plan.model)
-    methods = load_presets(CONFIGS / "methods.yaml", "method", plan.presets)
+    methods = method_presets(plan.presets)
     folder = new_sweep_dir(results, model_name)
     shared = {name: value for name, value in asdict(plan).items() if name not in ("presets", "tasks")}
     manifest = SweepManifest(
@@ -437,7 +418,7 @@ def lmms_eval_config(plan: SweepPlan) -> str:
             "model_args": model_args(model_preset, method_args, plan.model_args),
             "output_path": f"results/runs/{model_name}_{preset}",
         }
-        for preset, method_args in load_presets(CONFIGS / "methods.yaml", "method", plan.presets).items()
+        for preset, method_args in method_presets(plan.presets).items()
     ]
     header = f"# lmms-eval eval --config FILE: {', '.join(plan.presets)} on {model_name}. Made by\n"
     header += f"#   python scripts/sweep.py --model {plan.model} --presets {','.join(plan.presets)} "

@@ -22,18 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from himap_lmms.sweep import (
-    CONFIGS,
-    EXIT_STORAGE,
-    REPO,
-    SweepPlan,
-    check_writable,
-    lmms_eval_config,
-    load_presets,
-    report,
-    resolve_model,
-    run_sweep,
-)
+from himap_lmms.presets import REPO, method_presets, resolve_model
+from himap_lmms.sweep import EXIT_STORAGE, SweepPlan, check_writable, lmms_eval_config, report, run_sweep
 from himap_lmms.sweep_manifest import FAILED, INTERRUPTED, NOT_RUN
 from himap_lmms.task_data import check_data_files
 
@@ -73,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             model_args=args.model_args,
         )
         resolve_model(plan.model)
-        load_presets(CONFIGS / "methods.yaml", "method", plan.presets)
+        method_presets(plan.presets)
         check_data_files(plan.tasks, cwd=REPO)
     except ValueError as error:
         parser.error(str(error))

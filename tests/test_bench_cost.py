@@ -29,7 +29,7 @@ from himap_lmms.bench import (
     write_outputs,
 )
 from himap_lmms.bench.measure import pruning_overhead
-from himap_lmms.bench.settings import PAIR_PREFIX, equal_flops_fastv, formula_flops_ratio, method_presets
+from himap_lmms.bench.settings import PAIR_PREFIX, equal_flops_fastv, formula_flops_ratio, method_configs
 from himap_lmms.pruning import PRUNING_LABELS, PruningConfig
 from himap_lmms.shapes import PREFIX_TOKENS, SHAPES, TEXT_TOKENS, build_random_llava, prompt_inputs
 
@@ -102,7 +102,7 @@ def test_fastv_partners_have_their_methods_flops_ratio(shape: str, paired: tuple
     """Each partner is FastV from K=2 at the count whose formula FLOPs ratio is closest to its method's: within
     half a token's worth of FastV's ratio, and no count is closer; a method cheaper than FastV can be has none."""
     shape = SHAPES[shape]
-    presets = method_presets()
+    presets = method_configs()
     for name in paired:
         fastv = equal_flops_fastv(presets[name], shape)
         (step,) = fastv.steps

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from himap_lmms import sweep
+from himap_lmms import presets, sweep
 
 TASK = "scienceqa_img_himap_local"
 FAILED_LOG = """\
@@ -77,9 +77,9 @@ def test_a_plan_is_checked_when_made(settings: dict, message: str) -> None:
 
 def test_the_bundled_model_is_found_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    name, args = sweep.resolve_model("testbed")
+    name, args = presets.resolve_model("testbed")
     assert name == "testbed" and Path(args["pretrained"]).is_dir() and Path(args["pretrained"]).is_absolute()
-    assert sweep.resolve_model("llava-1.5-7b")[1]["pretrained"] == "llava-hf/llava-1.5-7b-hf"  # a hub id stays
+    assert presets.resolve_model("llava-1.5-7b")[1]["pretrained"] == "llava-hf/llava-1.5-7b-hf"  # a hub id stays
 
 
 def test_several_cpu_processes_use_accelerates_multi_process_mode() -> None:
@@ -92,7 +92,7 @@ def test_several_cpu_processes_use_accelerates_multi_process_mode() -> None:
 
 @pytest.mark.parametrize("model", ["llava-1.5-7b", "llava-1.5-13b"])
 def test_the_lmms_eval_config_files_follow_the_presets(model: str) -> None:
-    path = sweep.CONFIGS / "lmms_eval" / f"{model}_benchmarks.yaml"
+    path = presets.CONFIGS / "lmms_eval" / f"{model}_benchmarks.yaml"
     command = path.read_text().splitlines()[1].removeprefix("#   python scripts/sweep.py ").split()
     options = dict(zip(command[0::2], command[1::2]))
     plan = sweep.SweepPlan(
@@ -102,6 +102,6 @@ def test_the_lmms_eval_config_files_follow_the_presets(model: str) -> None:
         batch_size=int(options["--batch-size"]),
     )
     assert path.read_text() == sweep.lmms_eval_config(plan)
-    methods = yaml.safe_load((sweep.CONFIGS / "methods.yaml").read_text())
+    methods = yaml.safe_load((presets.CONFIGS / "methods.yaml").read_text())
     for run, preset in zip(yaml.safe_load(path.read_text()), plan.presets):
         assert run["model_args"].endswith(",".join(f"{k}={v}" for k, v in methods[preset].items()))

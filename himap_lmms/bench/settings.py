@@ -13,14 +13,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-import yaml
 
 from himap_lmms.cost import Convention, prefill_cost
+from himap_lmms.presets import METHOD_PRESETS, method_presets
 from himap_lmms.pruning import PruningConfig
 from himap_lmms.shapes import PREFIX_TOKENS, SHAPES, TEXT_TOKENS, LlavaShape
-from himap_lmms.sweep import CONFIGS
 
-PRESETS = CONFIGS / "methods.yaml"
 # What a run compares unless told otherwise: the paper's settings of FastV and HiMAP and the later methods' presets.
 DEFAULT_METHODS = (
     "vanilla",
@@ -59,10 +57,9 @@ class Method(NamedTuple):
     paired_with: str | None = None  # a FastV partner: the preset whose FLOPs it matches
 
 
-def method_presets() -> dict[str, PruningConfig]:
-    """Every method preset of ``configs/methods.yaml``, in the file's order."""
-    presets = yaml.safe_load(PRESETS.read_text())
-    return {name: PruningConfig.from_args(**args) for name, args in presets.items()}
+def method_configs() -> dict[str, PruningConfig]:
+    """The schedule of every method preset of ``configs/methods.yaml``, in the file's order."""
+    return {name: PruningConfig.from_args(**args) for name, args in method_presets().items()}
 
 
 def formula_flops_ratio(config: PruningConfig, shape: LlavaShape, convention: Convention = PAIR_CONVENTION) -> float:
@@ -103,7 +100,7 @@ def label(config: PruningConfig, shape: LlavaShape) -> str:
 def bench_methods(names: tuple[str, ...], shape: LlavaShape, fastv_pairs: bool) -> dict[str, Method]:
     """The presets ``names`` labelled at ``shape`` (``HiMAP 2/288 8/72 (himap_ref)``), each pruned one that is
     not FastV followed by its equal-FLOPs FastV partner when ``fastv_pairs`` and FastV can cost that little."""
-    presets = method_presets()
+    presets = method_configs()
     methods = {}
     for name in names:
         config = presets[name]
@@ -151,10 +148,10 @@ class BenchSettings:
             value = getattr(self, name)
             if value is not None and value < least:
                 raise ValueError(f"{name}={value} must be >= {least}")
-        presets = method_presets()
+        presets = method_configs()
         unknown = [name for name in self.methods if name not in presets]
         if unknown:
-            raise ValueError(f"unknown methods {unknown}: choose from {', '.join(presets)} ({PRESETS.name})")
+            raise ValueError(f"unknown methods {unknown}: choose from {', '.join(presets)} ({METHOD_PRESETS.name})")
         if self.reference_style and REFERENCE not in self.methods:
             raise ValueError(f"methods={list(self.methods)} must include {REFERENCE} for the reference-style runs")
         if "vanilla" not in self.methods:
