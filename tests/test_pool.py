@@ -22,7 +22,7 @@ from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
 from himap_lmms.cost import prefill_cost
 from himap_lmms.pruning import PrunedLlava, PruningConfig
-from himap_lmms.pruning.pool import pooled_side
+from himap_lmms.pruning.config import pooled_side
 
 SIDE = 24  # the tiny LLaVA-1.5: 336 px in 14 px patches
 
@@ -184,3 +184,10 @@ def test_pool_presets_cost_what_configs_say_at_the_7b_shape() -> None:
         assert config.image_tokens_per_layer(576, 32) == [g * g] * 32
         cost = prefill_cost(tokens_at_7b(config), 4096, 11008, prompt_tokens=74 + 576)
         assert cost.flops_ratio == pytest.approx(expected, abs=0.0005), name
+
+
+def test_the_schedule_counts_the_pooled_square() -> None:
+    """The testbed's 12 x 12 grid at the study's budgets: 8 x 8 at 50 %, 6 x 6 at 25 %, 4 x 4 at 12.5 %, 3 x 3 at
+    6.25 %; what the engine records is what the config predicts (tests above check the engine's counts)."""
+    kept = [PruningConfig.pool(ratio=r).image_tokens_per_layer(144, 12)[0] for r in (0.5, 0.25, 0.125, 0.0625)]
+    assert kept == [64, 36, 16, 9]

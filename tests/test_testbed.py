@@ -134,6 +134,11 @@ def test_every_method_runs_at_every_budget_and_at_himaps_share(budget: float) ->
     # PyramidDrop's ratio is solved for and rounded to four decimals.
     assert layer_mean_share(configs["pyramiddrop=cost"], LAYERS) == pytest.approx(himap, abs=1e-3)
     assert [s.layer for s in configs["pyramiddrop"].for_depth(LAYERS).steps] == [3, 6, 9]
+    # Pooling keeps a square grid: the one nearest the budget, and nearest HiMAP's share at its cost.
+    side = round(12 * budget**0.5)
+    assert configs["pool"].image_tokens_per_layer(IMAGE_TOKENS, LAYERS) == [side * side] * LAYERS
+    pooled = configs["pool=cost"].image_tokens_per_layer(IMAGE_TOKENS, LAYERS)[0]
+    assert abs(pooled**0.5 - 12 * himap**0.5) <= 0.5  # the grid side nearest HiMAP's share
 
 
 def test_an_unreachable_cost_is_a_row_saying_so() -> None:

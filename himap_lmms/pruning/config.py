@@ -98,10 +98,14 @@ class PruneStep:
         """Image tokens this step keeps for a sample that came in with ``num_image_tokens``.
 
         A count larger than the sample's image tokens keeps them all (the sample is then not pruned
-        by this step); a ratio rounds to the nearest count but keeps at least one token.
+        by this step); a ratio rounds to the nearest count but keeps at least one token. Pooling keeps a
+        square of :func:`pooled_side` per grid, which is what this gives for one square grid.
         """
         if self.keep is not None:
             return min(self.keep, num_image_tokens)
+        side = math.isqrt(num_image_tokens)
+        if self.score == "pooled" and side * side == num_image_tokens:  # one square grid: a square kept
+            return pooled_side(side, self.ratio) ** 2
         return min(num_image_tokens, max(1, round(self.ratio * num_image_tokens)))
 
 
@@ -239,7 +243,7 @@ class PruningConfig:
     def pool(cls, ratio: float | None = None) -> PruningConfig:
         """Downsampling: average-pool each image's feature grid (each tile's, on LLaVA-NeXT) to the share
         ``ratio`` of its tokens, before the first layer; ``ratio`` sets the pooled grid's side, so the count kept
-        is a square per tile (:func:`himap_lmms.pruning.pool.pooled_side`)."""
+        is a square per tile (:func:`pooled_side`)."""
         ratio = _DEFAULT_RATIO["pool"][""] if ratio is None else ratio
         return cls("pool", (PruneStep(0, "pooled", ratio=ratio),))
 
@@ -323,6 +327,12 @@ class PruningConfig:
         parts += {"random": [f"seed={first.seed}"], "dart": [f"pivots={first.pivots}"]}.get(self.method, [])
         parts += [f"contextual={first.contextual}"] if self.method == "visionzip" else []
         return f"{self.method}({','.join(parts)})"
+
+
+def pooled_side(side: int, ratio: float) -> int:
+    """Side of the grid that ``method=pool`` averages a ``side x side`` grid down to for the share ``ratio``
+    kept: the nearest whole side, at least 1 (12 of 24 at 0.25, 8 at 1/9)."""
+    return max(1, min(side, round(side * math.sqrt(ratio))))
 
 
 def _budget(step: PruneStep) -> str:

@@ -29,7 +29,7 @@ import torch
 from transformers import PreTrainedModel
 
 from himap_lmms.llava_forward import write_image_features
-from himap_lmms.pruning.config import PruneStep
+from himap_lmms.pruning.config import PruneStep, pooled_side
 
 _NEWLINE = -1
 
@@ -51,11 +51,6 @@ def grid_side(model: PreTrainedModel) -> int:
     """Patches per side of one tile's grid (24 for CLIP-L/14 at 336 px)."""
     vision = model.config.vision_config
     return vision.image_size // vision.patch_size
-
-
-def pooled_side(side: int, ratio: float) -> int:
-    """The pooled grid's side for a tile of ``side`` patches per side and the share ``ratio`` kept."""
-    return max(1, min(side, round(side * math.sqrt(ratio))))
 
 
 def pool_embeddings(
