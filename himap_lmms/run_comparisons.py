@@ -246,7 +246,8 @@ def plot_board(board: pd.DataFrame, score_column: str, path: Path) -> bool:
     difference = f"Δ mean {VERSUS_NONE}"
     if score_column not in board.columns or difference not in board.columns:
         return False
-    rows = board[board[difference].notna() & board[score_column].notna() & (board[FLAGS] == "")]
+    unflagged = board[FLAGS] == "" if FLAGS in board.columns else True  # no flags column: nothing flagged
+    rows = board[board[difference].notna() & board[score_column].notna() & unflagged]
     points = [
         Point(
             row["method"],

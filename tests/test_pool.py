@@ -176,9 +176,10 @@ def test_pool_on_llava_next_batch_equals_alone(next_dir, next64) -> None:  # noq
 
 
 def test_pool_presets_cost_what_configs_say_at_the_7b_shape() -> None:
-    """pool_25 pools 2x2 (144 tokens) at himap_ref's cost; pool_11 3x3 (64 tokens), VisionZip's paper count."""
+    """pool_25 pools 2x2 (144 tokens) at himap_ref's cost; pool_11 3x3 (64 tokens), VisionZip's paper count;
+    pool_44 16 x 16 (the demo's: 8 x 8 on the testbed's 12 x 12 grid)."""
     presets = yaml.safe_load((Path(__file__).parents[1] / "configs" / "methods.yaml").read_text())
-    for name, g, expected in (("pool_25", 12, 0.328), ("pool_11", 8, 0.207)):
+    for name, g, expected in (("pool_25", 12, 0.328), ("pool_11", 8, 0.207), ("pool_44", 16, 0.4995)):
         config = PruningConfig.from_args(**presets[name])
         assert pooled_side(SIDE, config.steps[0].ratio) == g
         assert config.image_tokens_per_layer(576, 32) == [g * g] * 32
