@@ -260,7 +260,7 @@ def compare_benchmark(name: str, docs: Sequence[dict], result: dict) -> dict[str
         for row in result["rows"]
         if row["method"] == HARD_SUBSET_METHOD and "replies" in row
     }
-    result["hard_subsets"] = {f"{budget:g}": len(docs) for budget, docs in hard.items()}
+    result["hard_subsets"] = {f"{budget:g}": len(subset) for budget, subset in hard.items()}
     comparisons = {}
     for row in result["rows"]:
         if "replies" not in row:
