@@ -58,6 +58,14 @@ import pandas as pd
 
 from himap_lmms.cost import throughput_key
 from himap_lmms.pruning.config import PruningConfig, split_pruning_args
+from himap_lmms.run_comparisons import (
+    FLAGS,
+    collapse_intervals,
+    comparison_cells,
+    drop_empty,
+    ordered_columns,
+    plot_board,
+)
 from himap_lmms.sweep_manifest import (
     FAILED,
     INTERRUPTED,
@@ -434,8 +442,11 @@ def benchmark_label(task: str, metric: str) -> str:
     return f"{task} {metric.removesuffix(',none')}"
 
 
-def build_leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
-    """One row per run, grouped by sweep then model, vanilla first; numbers unformatted (NaN = no value)."""
+def build_leaderboard(runs: Sequence[Run], against: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per run, grouped by sweep then model, vanilla first; numbers unformatted (NaN = no value).
+    Each pruned row is compared with its vanilla run and with the runs of the presets ``against``
+    (:mod:`himap_lmms.run_comparisons`); a row flagged there for a headline on a minority of parsed replies
+    gets no mean, so no ranking."""
     benchmarks = choose_metrics(runs)
     ordered = sorted(runs, key=lambda r: (r.sweep, r.model, r.backend, r.method != VANILLA, r.method, r.time))
     rows = []
@@ -444,8 +455,12 @@ def build_leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
         scores = {
             benchmark_label(task, metric): _number(run.results.get(task, {}).get(metric)) for task, metric in benchmarks
         }
+        vanilla = vanilla_reference(run, runs) if run.method != VANILLA else None
+        per_benchmark, compared = comparison_cells(
+            run, runs, benchmarks, benchmark_label, vanilla, lambda other: mean_cost(other)[0], against
+        )
         if len(benchmarks) > 1:
-            scores[MEAN_COLUMN] = _mean(scores.values())
+            scores[MEAN_COLUMN] = None if compared[FLAGS] else _mean(scores.values())
         rows.append(
             {
                 "model": run.model,
@@ -462,15 +477,21 @@ def build_leaderboard(runs: Sequence[Run]) -> pd.DataFrame:
                 "threads": run.threads,
                 "run (UTC)": run.time.strftime("%Y-%m-%d %H:%M:%S"),
                 **scores,
+                **per_benchmark,
+                **compared,
                 "FLOPs ratio": flops,
                 "latency (s/example)": latency,
                 "speed-up vs none": speedup(run, runs),
                 "source": "" if run.source is None else str(run.source),
             }
         )
-    scored = [benchmark_label(*b) for b in benchmarks] + ([MEAN_COLUMN] if len(benchmarks) > 1 else [])
+    scored = ordered_columns(benchmarks, benchmark_label, per_benchmark if rows else {})
+    scored += [MEAN_COLUMN] if len(benchmarks) > 1 else []
+    scored += list(compared) if rows else []
     columns = [*IDENTITY_COLUMNS, *CONDITION_COLUMNS, *scored, *COST_COLUMNS]
-    return pd.DataFrame(rows, columns=[*columns, "source"]).astype({"n": "Int64"})
+    counts = [c for c in ("n", "right→wrong", "wrong→right", "hard subset n") if c in columns]
+    board = pd.DataFrame(rows, columns=[*columns, "source"]).astype(dict.fromkeys(counts, "Int64"))
+    return drop_empty(board, [*per_benchmark, *compared] if rows else [])
 
 
 def to_markdown(board: pd.DataFrame) -> str:
@@ -480,15 +501,19 @@ def to_markdown(board: pd.DataFrame) -> str:
         if pd.api.types.is_float_dtype(board[column]):
             digits = 2 if column == "speed-up vs none" else 4
             shown[column] = ["" if pd.isna(value) else f"{value:.{digits}f}" for value in board[column]]
-    shown = shown.fillna("").astype(str).replace({"<NA>": ""})
+    shown = collapse_intervals(board, shown).fillna("").astype(str).replace({"<NA>": ""})
     return shown.to_markdown(index=False, tablefmt="github", disable_numparse=True) + "\n"
 
 
 def write_outputs(board: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     """Write ``leaderboard.md``, ``.csv`` (full precision) and ``.json`` (one record per row) into ``out_dir``, each
-    replaced whole (an interrupted write leaves the previous table, not half of one)."""
+    replaced whole (an interrupted write leaves the previous table, not half of one), and ``leaderboard.png`` (the
+    mean, or the one benchmark, against the FLOPs ratio with paired intervals) when some row has a vanilla partner."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {suffix: out_dir / f"leaderboard.{suffix}" for suffix in ("md", "csv", "json")}
+    scores = [c for c in board.columns if c == MEAN_COLUMN] or [c for c in board.columns if c.endswith(" parsed")][:1]
+    if scores and plot_board(board, scores[0].removesuffix(" parsed"), out_dir / "leaderboard.png"):
+        paths["png"] = out_dir / "leaderboard.png"
     write_atomic(paths["md"], to_markdown(board))
     write_atomic(paths["csv"], board.to_csv(index=False))
     records = board.astype(object).where(board.notna(), None).to_dict(orient="records")
@@ -515,6 +540,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--reference", action="store_true", help="refuse failed runs and runs with --limit (reference tables)"
     )
+    parser.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="PRESET",
+        help="also compare every row with this preset's run of its sweep (configs/methods.yaml; repeatable)",
+    )
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -529,7 +561,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             print(f"not written: {error}", file=sys.stderr)
             return 1
-    board = build_leaderboard(runs)
+    try:
+        board = build_leaderboard(runs, args.against)
+    except ValueError as error:
+        print(f"not written: {error}", file=sys.stderr)
+        return 1
     try:
         write_outputs(board, args.out)
     except OSError as error:

@@ -15,14 +15,22 @@ budget, ``visionzip`` before layer 0 like ``input``. The schedules then cost dif
 prefill FLOPs follow). A schedule that cannot come down to that share gets a row saying so, not a run at
 another cost. The tables give every run's layer-mean share and FLOPs ratio, and the plot shows each benchmark's
 score against both the final budget and the layer-mean share.
+``pool`` (each image's feature grid average-pooled before layer 0: the downsampling baseline) runs at the
+square grid nearest each budget and, as ``pool=cost``, nearest HiMAP's share.
 Questions are asked with each task's own prompt and scored with its own rule and headline metric
 (:mod:`himap_lmms.benchmark_scoring`): exact match, POPE's F1, VQA accuracy.
+
+Every run keeps its per-question replies (``pruning_study_answers.json``), so :mod:`himap_lmms.comparison`
+reports, against vanilla on the same questions: the share of replies the scorer could parse (a headline
+resting on fewer than half of them is flagged and left out of the plots and the comparisons with HiMAP),
+agreement and flips, the difference with a paired bootstrap interval, and each row's accuracy on the budget's
+hard subset (vanilla right, ``pool`` wrong). The rows at HiMAP's cost are also compared with HiMAP itself.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +42,20 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from himap_lmms.benchmark_scoring import headline, reply_score
+from himap_lmms.comparison import (
+    Answer,
+    Comparison,
+    Difference,
+    compare,
+    format_difference,
+    hard_subset,
+    mean_difference,
+    parsed,
+    rests_on_minority,
+    subset_accuracy,
+)
 from himap_lmms.cost import prefill_cost
+from himap_lmms.pareto_plot import Point, plot_pareto
 from himap_lmms.probes import answer_token_id, saliency_probe
 from himap_lmms.probes.report import write_saliency_report
 from himap_lmms.prompting import chat_prompt
@@ -56,6 +77,8 @@ METHODS = (
     "pyramiddrop=cost",
     "visionzip",
     "visionzip=cost",
+    "pool",
+    "pool=cost",
 )
 PYRAMID_STAGES = 3
 
@@ -128,6 +151,9 @@ def methods_at(budget: float, num_layers: int) -> dict[str, PruningConfig | Unre
         ),
         "visionzip": PruningConfig.visionzip(ratio=budget),
         "visionzip=cost": PruningConfig.visionzip(ratio=share),
+        # pooling keeps a square grid: the one nearest the budget, or HiMAP's share
+        "pool": PruningConfig.pool(ratio=budget),
+        "pool=cost": PruningConfig.pool(ratio=share),
     }
 
 
@@ -153,8 +179,9 @@ def evaluate(
     benchmark: str = "scienceqa",
 ) -> dict:
     """One config on ``docs`` of ``benchmark``: its headline ``score``, the share of docs answered right
-    (``accuracy``, overall and per question category), the mean FLOPs ratio and the mean share of image tokens
-    per layer."""
+    (``accuracy``, overall and per question category), the share of replies the scorer could parse, the mean
+    FLOPs ratio and the mean share of image tokens per layer; and, for the comparisons, every doc's ``replies``
+    and ``doc_scores``."""
     engine = PrunedLlava(model, config)
     category_of = BENCHMARKS[benchmark].category
     text_config = model.config.get_text_config()
@@ -182,18 +209,90 @@ def evaluate(
     return {
         "score": headline(benchmark, docs, replies),
         "accuracy": sum(scores) / n,
+        "parse_rate": sum(parsed(benchmark, reply) for reply in replies) / n,
         "by_category": {category: sum(hits) / len(hits) for category, hits in sorted(by_category.items())},
         "flops_ratio": sum(ratios) / n,
         "image_tokens_kept": sum(image_share) / n,
+        "replies": replies,
+        "doc_scores": scores,
     }
 
 
 MEAN = "mean"
+# Rows compared with HiMAP at its cost, budget by budget (the study's "does HiMAP beat X at equal cost").
+AGAINST_HIMAP = (
+    "random",
+    "fastv=cost",
+    "dart=cost",
+    "pyramiddrop=cost",
+    "input=cost",
+    "visionzip=cost",
+    "pool=cost",
+)
+VANILLA = "vanilla"
+HARD_SUBSET_METHOD = "pool"  # the hard subset of a budget: vanilla right, pooling at that budget wrong
+
+
+def answers_of(name: str, docs: Sequence[dict], run: dict) -> list[Answer]:
+    """A run's per-doc answers (doc keys are positions in the split), with POPE's gold answer for its F1."""
+    truths = [doc["answer"] if name == "pope" else "" for doc in docs]
+    return [
+        Answer(str(index), reply, score, truth)
+        for index, (reply, score, truth) in enumerate(zip(run["replies"], run["doc_scores"], truths))
+    ]
+
+
+def run_key(row: dict) -> str:
+    """Where a row's answers are stored: ``<method>@<budget>``."""
+    return f"{row['method']}@{row['budget']:g}"
+
+
+def compare_benchmark(name: str, docs: Sequence[dict], result: dict) -> dict[str, Comparison]:
+    """Every run of one benchmark against vanilla on the same docs: its parse rate and whether its headline
+    rests on a minority of parsed replies (``flagged``), agreement, flips, the paired interval of the
+    difference, and its accuracy on the budget's hard subset (``hard_subsets`` gives each subset's size).
+    Fills the rows in place; returns the comparisons by run key, for the mean over benchmarks."""
+    vanilla = answers_of(name, docs, result[VANILLA])
+    result[VANILLA]["flagged"] = rests_on_minority(result[VANILLA]["parse_rate"])
+    runs = {run_key(row): answers_of(name, docs, row) for row in result["rows"] if "replies" in row}
+    hard = {
+        row["budget"]: hard_subset(vanilla, runs[run_key(row)])
+        for row in result["rows"]
+        if row["method"] == HARD_SUBSET_METHOD and "replies" in row
+    }
+    result["hard_subsets"] = {f"{budget:g}": len(subset) for budget, subset in hard.items()}
+    comparisons = {}
+    for row in result["rows"]:
+        if "replies" not in row:
+            continue
+        key = run_key(row)
+        comparison = compare(name, runs[key], vanilla)
+        comparisons[key] = comparison
+        row["flagged"] = rests_on_minority(row["parse_rate"])
+        row["vs_vanilla"] = comparison_record(comparison)
+        if row["budget"] in hard:
+            row["hard_accuracy"] = subset_accuracy(runs[key], hard[row["budget"]])
+    return comparisons
+
+
+def comparison_record(comparison: Comparison) -> dict:
+    """A comparison as the JSON stores it (the difference and its bounds in the metric's units)."""
+    difference = comparison.difference
+    return {
+        "agreement": comparison.agreement,
+        "right_to_wrong": comparison.right_to_wrong,
+        "wrong_to_right": comparison.wrong_to_right,
+        "difference": difference.value,
+        "low": difference.low,
+        "high": difference.high,
+        "outside_noise": difference.outside_noise,
+    }
 
 
 def mean_rows(rows_by_benchmark: dict[str, list[dict]]) -> list[dict]:
     """Per method and budget, the unweighted mean over the benchmarks of the score and of the costs (a row that
-    could not run on one benchmark cannot run on any: the configs are the same)."""
+    could not run on one benchmark cannot run on any: the configs are the same); flagged when any benchmark's
+    headline is."""
     names = list(rows_by_benchmark)
     merged = []
     for rows in zip(*rows_by_benchmark.values()):
@@ -209,6 +308,7 @@ def mean_rows(rows_by_benchmark: dict[str, list[dict]]) -> list[dict]:
                     key: sum(row[key] for row in rows) / len(names)
                     for key in ("score", "flops_ratio", "image_tokens_kept")
                 },
+                "flagged": any(row.get("flagged", False) for row in rows),
             }
         )
     return merged
@@ -216,7 +316,8 @@ def mean_rows(rows_by_benchmark: dict[str, list[dict]]) -> list[dict]:
 
 def plot(rows_by_benchmark: dict[str, list[dict]], vanilla: dict[str, float], path: Path) -> None:
     """One line of panels per benchmark and their mean: score against the final budget (left) and against the
-    layer-mean share of image tokens (right).
+    layer-mean share of image tokens (right). Flagged rows (a headline on a minority of parsed replies) are
+    left out.
 
     Drawn on an Agg canvas with matplotlib's object API, as the probes' figures are: no global backend switch.
     """
@@ -232,7 +333,7 @@ def plot(rows_by_benchmark: dict[str, list[dict]], vanilla: dict[str, float], pa
             points = sorted(
                 (r["budget"], r["image_tokens_kept"], r["score"])
                 for r in rows
-                if r["method"] == method and "score" in r
+                if r["method"] == method and "score" in r and not r.get("flagged", False)
             )
             base = method.removesuffix("=cost")
             style = {
@@ -250,49 +351,102 @@ def plot(rows_by_benchmark: dict[str, list[dict]], vanilla: dict[str, float], pa
         axes[0].set_ylabel(f"{name}: {'mean score' if name == MEAN else BENCHMARKS[name].headline} (%)")
     grid[-1][0].set_xlabel("image tokens kept after the last step (%)")
     grid[-1][1].set_xlabel("image tokens kept, mean over layers (%) ~ cost")
-    grid[0][1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the plot: 12 methods
-    figure.suptitle("Testbed LLaVA: held-out scores under pruning")
+    grid[0][1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the plot: 14 methods
+    figure.suptitle("Testbed LLaVA: held-out scores under pruning (rows on a minority of parsed replies left out)")
     figure.tight_layout()
     figure.savefig(path)
 
 
-def table(name: str, num_docs: int, vanilla: dict, blank: dict, rows: Sequence[dict]) -> str:
-    """One benchmark as Markdown: vanilla and blank-image score, vanilla by category, one table row per run."""
+def pareto_points(rows: Sequence[dict]) -> list[Point]:
+    """The mean rows as points of the pareto plot: score and the paired interval of its difference to vanilla
+    drawn around it, flagged rows left out."""
+    return [
+        Point(
+            row["method"],
+            f"{row['method']} {100 * row['budget']:g} %",
+            row["flops_ratio"],
+            row["score"],
+            row["score"] + row["vs_vanilla"]["low"] - row["vs_vanilla"]["difference"],
+            row["score"] + row["vs_vanilla"]["high"] - row["vs_vanilla"]["difference"],
+        )
+        for row in rows
+        if "score" in row and not row["flagged"]
+    ]
+
+
+def _hard_cell(row: dict, hard_sizes: dict[str, int]) -> str:
+    size = hard_sizes.get(f"{row['budget']:g}")
+    if row.get("hard_accuracy") is None:
+        return "" if size is None else f"– ({size})"
+    return f"{100 * row['hard_accuracy']:.1f} % ({size})"
+
+
+def table(
+    name: str, num_docs: int, vanilla: dict, blank: dict, rows: Sequence[dict], hard_sizes: dict[str, int] | None = None
+) -> str:
+    """One benchmark as Markdown: vanilla and blank-image score, vanilla by category, one table row per run with
+    its parse rate, accuracy, difference to vanilla with its paired 95 % interval (``*``: the interval excludes
+    zero), agreement with vanilla, flips, and its accuracy on the budget's hard subset (its size in brackets).
+    A row whose headline rests on a minority of parsed replies says so in its score cell."""
     metric = BENCHMARKS[name].headline
+    hard_sizes = hard_sizes or {}
     lines = [
-        f"{name} ({num_docs} questions, {metric}): vanilla {100 * vanilla['score']:.1f} %; "
-        f"with a blank image {100 * blank['score']:.1f} % (accuracy {100 * blank['accuracy']:.1f} %).",
+        f"{name} ({num_docs} questions, {metric}): vanilla {100 * vanilla['score']:.1f} %"
+        + (f" ({100 * vanilla['parse_rate']:.1f} % of replies parsed)" if "parse_rate" in vanilla else "")
+        + f"; with a blank image {100 * blank['score']:.1f} % (accuracy {100 * blank['accuracy']:.1f} %).",
         "",
         "Vanilla by category (share answered right): "
         + "; ".join(f"{category} {100 * acc:.1f} %" for category, acc in vanilla["by_category"].items())
         + ".",
         "",
-        f"| kept after last step | method | {metric} | Δ vs vanilla | image tokens kept (layer mean) | FLOPs ratio |",
-        "|---|---|---|---|---|---|",
+        f"| kept after last step | method | {metric} | parsed | accuracy | Δ vs vanilla [95 % CI] | agreement | "
+        "right→wrong / wrong→right | hard subset (n) | image tokens kept (layer mean) | FLOPs ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if "unreachable" in row:
-            lines.append(f"| {100 * row['budget']:g} % | {row['method']} | {row['unreachable']} | | | |")
+            lines.append(f"| {100 * row['budget']:g} % | {row['method']} | {row['unreachable']} | | | | | | | | |")
             continue
+        score = f"{100 * row['score']:.1f} %" + (" (flagged: minority parsed)" if row.get("flagged") else "")
+        versus = row.get("vs_vanilla")
+        if versus is None:
+            difference, agreement, flips = f"{100 * (row['score'] - vanilla['score']):+.1f}", "", ""
+        else:
+            difference = format_difference(_difference(versus))
+            agreement = f"{100 * versus['agreement']:.1f} %"
+            flips = f"{versus['right_to_wrong']} / {versus['wrong_to_right']}"
+        parse = f"{100 * row['parse_rate']:.1f} %" if "parse_rate" in row else ""
         lines.append(
-            f"| {100 * row['budget']:g} % | {row['method']} | {100 * row['score']:.1f} % | "
-            f"{100 * (row['score'] - vanilla['score']):+.1f} | {100 * row['image_tokens_kept']:.1f} % | "
-            f"{100 * row['flops_ratio']:.1f} % |"
+            f"| {100 * row['budget']:g} % | {row['method']} | {score} | {parse} | {100 * row['accuracy']:.1f} % | "
+            f"{difference} | {agreement} | {flips} | {_hard_cell(row, hard_sizes)} | "
+            f"{100 * row['image_tokens_kept']:.1f} % | {100 * row['flops_ratio']:.1f} % |"
         )
     return "\n".join(lines) + "\n"
 
 
-def table_by_budget(rows: Sequence[dict]) -> str:
-    """The runs of one benchmark (or their mean), one line per method and one column per budget: the score,
-    then the FLOPs ratio in brackets (a row that could not run at its cost shows a dash; the long table says
-    why)."""
+def _difference(record: dict) -> Difference:
+    return Difference(record["difference"], record["low"], record["high"])
+
+
+def score_cell(row: dict) -> str:
+    """``score (FLOPs ratio)``; ``flagged`` after a score resting on a minority of parsed replies."""
+    flag = " flagged" if row.get("flagged") else ""
+    return f"{100 * row['score']:.1f} % ({100 * row['flops_ratio']:.1f} %){flag}"
+
+
+def difference_cell(row: dict) -> str:
+    """The difference to vanilla with its paired interval; ``flagged`` rows show none (they rank nowhere)."""
+    if row.get("flagged"):
+        return "flagged"
+    return format_difference(_difference(row["vs_vanilla"])) if "vs_vanilla" in row else ""
+
+
+def table_by_budget(rows: Sequence[dict], cell: Callable[[dict], str] = score_cell) -> str:
+    """The runs of one benchmark (or their mean), one line per method and one column per budget: ``cell`` of
+    each run, by default the score and the FLOPs ratio in brackets (a row that could not run at its cost shows
+    a dash; the long table says why)."""
     budgets = list(dict.fromkeys(row["budget"] for row in rows))
-    cells = {
-        (row["method"], row["budget"]): "–"
-        if "unreachable" in row
-        else f"{100 * row['score']:.1f} % ({100 * row['flops_ratio']:.1f} %)"
-        for row in rows
-    }
+    cells = {(row["method"], row["budget"]): "–" if "unreachable" in row else cell(row) for row in rows}
     methods = list(dict.fromkeys(row["method"] for row in rows))
     lines = [
         "| method | " + " | ".join(f"{100 * b:g} % kept" for b in budgets) + " |",
@@ -316,12 +470,113 @@ def study_benchmark(model: PreTrainedModel, processor: Any, name: str, docs: Seq
             continue
         scores = evaluate(model, processor, docs, config, batch_size, benchmark=name)
         rows.append(row | {"config": config.describe(), **scores})
-    return {"n": len(docs), "vanilla": vanilla, "blank_image": blank, "rows": rows}
+    return {"n": len(docs), VANILLA: vanilla, "blank_image": blank, "rows": rows}
+
+
+def compare_study(splits: dict[str, Sequence[dict]], results: dict[str, dict]) -> list[dict]:
+    """Every benchmark's comparisons (:func:`compare_benchmark`), then the mean rows with the difference of the
+    mean to vanilla and its interval (the benchmarks' resamples combined)."""
+    comparisons = {name: compare_benchmark(name, splits[name], results[name]) for name in results}
+    means = mean_rows({name: result["rows"] for name, result in results.items()})
+    for row in means:
+        if "score" in row:
+            difference = mean_difference([by_run[run_key(row)] for by_run in comparisons.values()])
+            row["vs_vanilla"] = {"difference": difference.value, "low": difference.low, "high": difference.high}
+    return means
+
+
+def against_himap(splits: dict[str, Sequence[dict]], results: dict[str, dict]) -> dict[tuple[str, float], Difference]:
+    """Each row of :data:`AGAINST_HIMAP` minus HiMAP at the same budget, mean over benchmarks, with its paired
+    interval (the same docs, resampled alike for both rows). Rows that did not run, and flagged rows, get none."""
+    differences = {}
+    for budget in BUDGETS:
+        for method in AGAINST_HIMAP:
+            pairs = []
+            for name, result in results.items():
+                rows = {row["method"]: row for row in result["rows"] if row["budget"] == budget}
+                pairs.append((name, rows[method], rows["himap"]))
+            if any("replies" not in row or row["flagged"] for _, mine, himap in pairs for row in (mine, himap)):
+                continue
+            differences[method, budget] = mean_difference(
+                [
+                    compare(name, answers_of(name, splits[name], mine), answers_of(name, splits[name], himap))
+                    for name, mine, himap in pairs
+                ]
+            )
+    return differences
+
+
+def against_himap_table(differences: dict[tuple[str, float], Difference]) -> str:
+    """Markdown: one line per row compared with HiMAP, one column per budget."""
+    lines = [
+        "| method − himap | " + " | ".join(f"{100 * b:g} % kept" for b in BUDGETS) + " |",
+        "|---|" + "---|" * len(BUDGETS),
+    ]
+    for method in AGAINST_HIMAP:
+        cells = [format_difference(differences.get((method, budget))) or "–" for budget in BUDGETS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def saliency_target(processor: Any, benchmark: str, doc: dict) -> int:
     """The token the saliency loss targets: the gold answer's first word ("A", "yes", "top")."""
     return answer_token_id(processor.tokenizer, BENCHMARKS[benchmark].answer(doc).split()[0])
+
+
+def split_answers(results: dict[str, dict]) -> dict[str, dict]:
+    """Move every run's per-doc replies and scores out of ``results`` (in place) into their own record, stored
+    apart from the summary: ``{benchmark: {run key: {"replies": [...], "doc_scores": [...]}}}``."""
+    answers = {}
+    for name, result in results.items():
+        runs = {VANILLA: result[VANILLA], "blank_image": result["blank_image"]}
+        runs |= {run_key(row): row for row in result["rows"] if "replies" in row}
+        answers[name] = {
+            key: {field: run.pop(field) for field in ("replies", "doc_scores")} for key, run in runs.items()
+        }
+    return answers
+
+
+def write_report(splits: dict[str, Sequence[dict]], results: dict[str, dict], out: Path) -> str:
+    """The comparisons, tables, JSON and plots of a study whose runs hold their replies; returns the Markdown.
+    Writes ``pruning_study.{md,json,png}``, ``pruning_study_pareto.png`` and the per-doc answers
+    ``pruning_study_answers.json`` (doc keys are positions in the split)."""
+    means = compare_study(splits, results)
+    differences = against_himap(splits, results)
+    vanilla = {name: result[VANILLA]["score"] for name, result in results.items()}
+    vanilla[MEAN] = sum(vanilla.values()) / len(vanilla)
+    markdown = (
+        "Differences are paired: the same questions, resampled alike for both runs (2000 seeded bootstrap "
+        "resamples, 95 % intervals; `*`: the interval excludes zero, the difference is outside noise). "
+        "`flagged`: a headline resting on fewer than half of the replies parsed, left out of the mean's "
+        "comparisons and the plots.\n\n"
+    )
+    if len(splits) > 1:
+        markdown += (
+            f"Mean over {', '.join(splits)} of the headline scores (FLOPs ratio), by budget:\n\n"
+            + table_by_budget(means)
+            + "\nThe mean's difference to vanilla, in points [95 % CI]:\n\n"
+            + table_by_budget(means, difference_cell)
+            + "\n"
+        )
+    markdown += (
+        f"At HiMAP's cost: each row minus HiMAP at the same budget{', mean over the benchmarks' * (len(splits) > 1)}, "
+        "in points [95 % CI]:\n\n" + against_himap_table(differences) + "\n"
+    )
+    for name, result in results.items():
+        markdown += f"## {name}\n\nScore (FLOPs ratio) by budget:\n\n{table_by_budget(result['rows'])}\n"
+        markdown += (
+            table(name, result["n"], result[VANILLA], result["blank_image"], result["rows"], result["hard_subsets"])
+            + "\n"
+        )
+    rows = {name: result["rows"] for name, result in results.items()}
+    plot(rows, vanilla, out / "pruning_study.png")
+    title = f"Testbed LLaVA: {'mean of ' * (len(splits) > 1)}{', '.join(splits)} against cost"
+    plot_pareto(pareto_points(means), out / "pruning_study_pareto.png", title, vanilla[MEAN])
+    answers = split_answers(results)
+    (out / "pruning_study.md").write_text(markdown)
+    (out / "pruning_study.json").write_text(json.dumps({"benchmarks": results, "mean": means}, indent=1))
+    (out / "pruning_study_answers.json").write_text(json.dumps(answers))
+    return markdown
 
 
 def run_study(
@@ -332,28 +587,12 @@ def run_study(
     batch_size: int,
     saliency_examples: int,
 ) -> str:
-    """:func:`study_benchmark` on every split of ``splits`` (benchmark name -> docs); then the saliency probe on
-    the first ``saliency_examples`` of each. Writes ``pruning_study.{md,json,png}`` and one saliency report per
-    benchmark (``saliency_<name>/``) to ``out`` and returns the Markdown."""
+    """:func:`study_benchmark` on every split of ``splits`` (benchmark name -> docs), :func:`write_report`, then
+    the saliency probe on the first ``saliency_examples`` of each (one report per benchmark,
+    ``saliency_<name>/``, in ``out``). Returns the Markdown."""
     out.mkdir(parents=True, exist_ok=True)
     results = {name: study_benchmark(model, processor, name, docs, batch_size) for name, docs in splits.items()}
-    rows = {name: result["rows"] for name, result in results.items()}
-    markdown = ""
-    if len(splits) > 1:
-        markdown += (
-            f"Mean over {', '.join(splits)} of the headline scores (FLOPs ratio), by budget:\n\n"
-            + table_by_budget(mean_rows(rows))
-            + "\n"
-        )
-    for name, result in results.items():
-        markdown += f"## {name}\n\nScore (FLOPs ratio) by budget:\n\n{table_by_budget(result['rows'])}\n"
-        markdown += table(name, result["n"], result["vanilla"], result["blank_image"], result["rows"]) + "\n"
-    (out / "pruning_study.md").write_text(markdown)
-    (out / "pruning_study.json").write_text(json.dumps({"benchmarks": results}, indent=1))
-    vanilla = {name: result["vanilla"]["score"] for name, result in results.items()}
-    vanilla[MEAN] = sum(vanilla.values()) / len(vanilla)
-    plot(rows, vanilla, out / "pruning_study.png")
-
+    markdown = write_report(splits, results, out)
     for name, docs in splits.items():
         records = []
         for doc in tqdm(docs[:saliency_examples], desc=f"{name}: saliency"):

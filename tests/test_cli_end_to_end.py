@@ -40,6 +40,10 @@ def answers(run_dir: Path) -> dict[int, str]:
     return {row["doc_id"]: row["filtered_resps"] for row in rows}
 
 
+def is_empty(value) -> bool:
+    return value is None or pd.isna(value)
+
+
 def cost_records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for path in sorted(run_dir.glob("costs*.jsonl")) for line in path.read_text().splitlines()]
 
@@ -95,6 +99,16 @@ def test_the_sweep_prints_and_writes_its_own_leaderboard(sweep) -> None:
         )
     assert rows["none"]["FLOPs ratio"] == pytest.approx(1.0)
     assert rows["himap"]["FLOPs ratio"] < rows["fastv"]["FLOPs ratio"] < 1.0
+    # the comparisons read lmms-eval's own samples files: every pruned row against the sweep's vanilla run
+    for method in ("fastv", "himap"):
+        assert 0 <= rows[method]["agreement vs none"] <= 1
+        low, high = rows[method]["Δ mean vs none low"], rows[method]["Δ mean vs none high"]
+        assert low <= rows[method]["Δ mean vs none"] <= high
+        assert rows[method]["mean"] - rows["none"]["mean"] == pytest.approx(rows[method]["Δ mean vs none"])
+        for task, metric in HEADLINES.items():
+            assert 0 < rows[method][f"{task} {metric} parsed"] <= 1
+    assert is_empty(rows["none"]["agreement vs none"])
+    assert (folder / "leaderboard.png").is_file()
 
 
 def test_a_failed_run_fails_the_sweep_and_shows_in_its_table(tmp_path: Path) -> None:

@@ -12,16 +12,20 @@ import pytest
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from himap_lmms.comparison import compare, parse_rate
 from himap_lmms.cost import prefill_cost
 from himap_lmms.pruning import PruningConfig
 from himap_lmms.pruning_study import (  # the study's own loop and scoring
     BUDGETS,
     METHODS,
     Unreachable,
+    answers_of,
+    comparison_record,
     encode,
     evaluate,
     layer_mean_share,
     methods_at,
+    run_key,
     table,
     table_by_budget,
 )
@@ -136,6 +140,11 @@ def test_every_method_runs_at_every_budget_and_at_himaps_share(budget: float) ->
     # PyramidDrop's ratio is solved for and rounded to four decimals.
     assert layer_mean_share(configs["pyramiddrop=cost"], LAYERS) == pytest.approx(himap, abs=1e-3)
     assert [s.layer for s in configs["pyramiddrop"].for_depth(LAYERS).steps] == [3, 6, 9]
+    # Pooling keeps a square grid: the one nearest the budget, and nearest HiMAP's share at its cost.
+    side = round(12 * budget**0.5)
+    assert configs["pool"].image_tokens_per_layer(IMAGE_TOKENS, LAYERS) == [side * side] * LAYERS
+    pooled = configs["pool=cost"].image_tokens_per_layer(IMAGE_TOKENS, LAYERS)[0]
+    assert abs(pooled**0.5 - 12 * himap**0.5) <= 0.5  # the grid side nearest HiMAP's share
 
 
 def test_an_unreachable_cost_is_a_row_saying_so() -> None:
@@ -197,3 +206,26 @@ def test_the_committed_study_has_every_row_of_the_code() -> None:
         schedule = config.image_tokens_per_layer(IMAGE_TOKENS, LAYERS)
         assert row["image_tokens_kept"] == pytest.approx(sum(schedule) / (LAYERS * IMAGE_TOKENS), abs=1e-6)
         assert 0 < row["flops_ratio"] < 1
+
+
+def test_the_committed_study_keeps_its_answers_and_flags_what_rests_on_few_parsed_replies() -> None:
+    """Every run's per-question replies are committed beside the study, the comparisons recompute from them, and
+    the rows on a minority of parsed replies (among them VisionZip-style selection at 12.5 % on POPE, whose F1 of
+    1.0 rests on a handful of yes/no replies) are flagged and kept out of the comparisons with HiMAP."""
+    study = json.loads(STUDY.read_text())
+    answers = json.loads(STUDY.with_name("pruning_study_answers.json").read_text())
+    for name, result in study["benchmarks"].items():
+        docs = load_split(name, DATA_ROOT)
+        vanilla = answers_of(name, docs, answers[name]["vanilla"])
+        for row in result["rows"]:
+            if "unreachable" in row:
+                continue
+            mine = answers_of(name, docs, answers[name][run_key(row)])
+            assert row["parse_rate"] == pytest.approx(parse_rate(name, mine))
+            assert row["flagged"] == (row["parse_rate"] < 0.5)
+            assert row["vs_vanilla"]["difference"] == pytest.approx(row["score"] - result["vanilla"]["score"])
+            assert row["vs_vanilla"] == pytest.approx(comparison_record(compare(name, mine, vanilla)))
+    pope = {(r["budget"], r["method"]): r for r in study["benchmarks"]["pope"]["rows"]}
+    assert pope[0.125, "visionzip"]["flagged"]
+    means = {(r["budget"], r["method"]): r for r in study["mean"]}
+    assert means[0.125, "visionzip"]["flagged"]

@@ -8,9 +8,10 @@ kept before layer 0, as a lower input resolution would). Three later methods reu
 scores: ``dart`` (one step, keeping the image tokens least duplicated by a few pivot tokens), ``pyramiddrop``
 (several steps, each keeping a fixed share of the image tokens still there, ranked like FastV) and
 ``visionzip`` (a step before layer 0 that keeps what the vision tower's class token attends to, plus a few
-merged tokens; see :mod:`himap_lmms.pruning.visionzip`). Budgets are given either as a count (``keep``) or as
-a fraction of the sample's own image tokens (``ratio``, the share *kept*, in (0, 1]); a ratio follows the
-sample, so it also fits models whose image-token count varies (LLaVA-NeXT).
+merged tokens; see :mod:`himap_lmms.pruning.visionzip`). ``pool`` is the downsampling baseline: each image's
+feature grid average-pooled to the budget before layer 0 (:mod:`himap_lmms.pruning.pool`). Budgets are given
+either as a count (``keep``) or as a fraction of the sample's own image tokens (``ratio``, the share *kept*,
+in (0, 1]); a ratio follows the sample, so it also fits models whose image-token count varies (LLaVA-NeXT).
 
 Every check that can be made without the model is made on construction; the checks against the model's
 depth are made by :meth:`PruningConfig.for_depth` when the config is bound to a model, which also places
@@ -27,11 +28,13 @@ from typing import Any, Literal
 
 from himap_lmms.values import parse_float, parse_int
 
-Score = Literal["instruction", "visual", "last_token", "duplication", "random", "uniform", "class_token"]
+Score = Literal["instruction", "visual", "last_token", "duplication", "random", "uniform", "class_token", "pooled"]
 ATTENTION_SCORES = ("instruction", "visual", "last_token")
 # Scores read from layer ``layer - 1`` (its attention or its keys), so their step cannot sit before layer 1.
 _PREVIOUS_LAYER_SCORES = (*ATTENTION_SCORES, "duplication")
-METHODS = ("none", "fastv", "himap", "random", "input", "dart", "pyramiddrop", "visionzip")
+METHODS = ("none", "fastv", "himap", "random", "input", "dart", "pyramiddrop", "visionzip", "pool")
+# Scores computed before the language model, per image: the step before layer 0 keeps the slots chosen there.
+INPUT_SCORES = ("class_token", "pooled")
 
 # The model_args each method accepts, with their defaults (FastV K=2, R=50 %; HiMAP 2/50 %, 8/12.5 %, the
 # papers' reference settings; DART's K=2 and 8 pivots; PyramidDrop's three stages, each keeping half).
@@ -44,6 +47,7 @@ _METHOD_ARGS: dict[str, dict[str, Any]] = {
     "dart": {"k": 2, "keep": None, "ratio": None, "pivots": 8},
     "pyramiddrop": {"layers": None, "stages": None, "ratio": 0.5},
     "visionzip": {"keep": None, "ratio": None, "contextual": 10 / 64},
+    "pool": {"ratio": None},
 }
 _DEFAULT_RATIO = {
     "fastv": {"": 0.5},
@@ -51,6 +55,7 @@ _DEFAULT_RATIO = {
     "input": {"": 0.25},
     "dart": {"": 0.25},
     "visionzip": {"": 0.25},
+    "pool": {"": 0.25},
 }
 _DEFAULT_STAGES = 3
 
@@ -93,10 +98,14 @@ class PruneStep:
         """Image tokens this step keeps for a sample that came in with ``num_image_tokens``.
 
         A count larger than the sample's image tokens keeps them all (the sample is then not pruned
-        by this step); a ratio rounds to the nearest count but keeps at least one token.
+        by this step); a ratio rounds to the nearest count but keeps at least one token. Pooling keeps a
+        square of :func:`pooled_side` per grid, which is what this gives for one square grid.
         """
         if self.keep is not None:
             return min(self.keep, num_image_tokens)
+        side = math.isqrt(num_image_tokens)
+        if self.score == "pooled" and side * side == num_image_tokens:  # one square grid: a square kept
+            return pooled_side(side, self.ratio) ** 2
         return min(num_image_tokens, max(1, round(self.ratio * num_image_tokens)))
 
 
@@ -231,6 +240,14 @@ class PruningConfig:
         return cls("visionzip", (PruneStep(0, "class_token", keep, ratio, contextual=contextual),))
 
     @classmethod
+    def pool(cls, ratio: float | None = None) -> PruningConfig:
+        """Downsampling: average-pool each image's feature grid (each tile's, on LLaVA-NeXT) to the share
+        ``ratio`` of its tokens, before the first layer; ``ratio`` sets the pooled grid's side, so the count kept
+        is a square per tile (:func:`pooled_side`)."""
+        ratio = _DEFAULT_RATIO["pool"][""] if ratio is None else ratio
+        return cls("pool", (PruneStep(0, "pooled", ratio=ratio),))
+
+    @classmethod
     def from_args(cls, method: str = "none", *, num_layers: int | None = None, **args: Any) -> PruningConfig:
         """Build from model_args-style values (strings such as ``"288"`` are converted); with ``num_layers``, the
         schedule bound to a model of that depth (:meth:`for_depth`).
@@ -311,7 +328,7 @@ class PruningConfig:
                 f"stages={len(self.steps)}" if self.depth else f"layers={_layer_list([s.layer for s in self.steps])}"
             )
             parts = [where, f"ratio={first.ratio}"]
-        elif self.method in ("input", "visionzip"):  # before layer 0: no layer to name
+        elif self.method in ("input", "visionzip", "pool"):  # before layer 0: no layer to name
             parts = [_budget(first)]
         else:
             parts = [f"k{step.suffix}={step.layer},{_budget(step)}" for step in self.steps]
@@ -324,6 +341,12 @@ def _beyond_depth(given: str, num_layers: int) -> ValueError:
     return ValueError(
         f"{given} is out of range: the model has {num_layers} decoder layers, so it must be < {num_layers}"
     )
+
+
+def pooled_side(side: int, ratio: float) -> int:
+    """Side of the grid that ``method=pool`` averages a ``side x side`` grid down to for the share ``ratio``
+    kept: the nearest whole side, at least 1 (12 of 24 at 0.25, 8 at 1/9)."""
+    return max(1, min(side, round(side * math.sqrt(ratio))))
 
 
 def _budget(step: PruneStep) -> str:

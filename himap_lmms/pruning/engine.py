@@ -8,8 +8,9 @@ compacted to the kept tokens. Kept tokens stay in order and keep their position 
 positions the unpruned model would. Layers after a step cache only the kept tokens; decoding then runs each
 new token through every layer against whatever that layer cached, so pruning happens once, in the prefill.
 Methods differ only in the score of a step: DART's reads the previous layer's keys and the hidden states,
-and VisionZip-style selection is made in the vision tower (:mod:`himap_lmms.pruning.visionzip`), so its
-step before layer 0 just keeps the placeholder slots chosen there.
+and VisionZip-style selection is made in the vision tower (:mod:`himap_lmms.pruning.visionzip`) and pooling
+on the projected features (:mod:`himap_lmms.pruning.pool`), so their step before layer 0 just keeps the
+placeholder slots chosen there.
 
 Batches are left-padded as transformers pads for generation. Each sample is ranked on its own scores and
 keeps its own budget; when samples end up with different lengths the shorter ones are left-padded again.
@@ -44,7 +45,8 @@ from himap_lmms.llava_forward import (
     last_token_logits,
     position_ids_of,
 )
-from himap_lmms.pruning.config import ATTENTION_SCORES, PruningConfig
+from himap_lmms.pruning.config import ATTENTION_SCORES, INPUT_SCORES, PruningConfig
+from himap_lmms.pruning.pool import check_pool, pool_embeddings
 from himap_lmms.pruning.scoring import (
     COMPACT_LABEL,
     SCORE_LABEL,
@@ -150,6 +152,8 @@ class PrunedLlava:
         check_attention(model, "the pruning engine")
         if config.method == "visionzip":
             check_visionzip(model)
+        elif config.method == "pool":
+            check_pool(model)
         # SDPA applies the causal mask itself when given none; eager attention only adds the mask it is given.
         self._explicit_causal_mask = self.language_model.config._attn_implementation == "eager"
         self.image_token_id = model.config.image_token_id
@@ -171,6 +175,8 @@ class PrunedLlava:
             raise ValueError("attention_mask has right padding: pad prompts on the left (padding_side='left')")
         if self.config.method == "visionzip":
             hidden, chosen = visionzip_embeddings(self.model, input_ids, pixel_values, self.config.steps[0])
+        elif self.config.method == "pool":
+            hidden, chosen = pool_embeddings(self.model, input_ids, pixel_values, image_sizes, self.config.steps[0])
         else:
             hidden = embed_multimodal(self.model, input_ids, pixel_values, image_sizes)
         batch, length = input_ids.shape
@@ -206,7 +212,7 @@ class PrunedLlava:
                     elif step.score == "duplication":
                         keys = cache.layers[index - 1].keys
                         scores = duplication_scores(hidden, keys, is_image, budget, step.pivots)
-                    elif step.score == "class_token":  # chosen in the vision tower, per image
+                    elif step.score in INPUT_SCORES:  # chosen before the language model, per image
                         scores, budget = chosen.float(), chosen.sum(dim=1)
                     else:
                         scores = positional_scores(step.score, is_image, budget, step.seed)
