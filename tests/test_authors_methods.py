@@ -232,20 +232,24 @@ def pdrop_reference(model, inputs, generated, layer_list, image_token_ratio_list
 
 
 def visionzip_tokens(model, pixel_values, dominant, contextual):
-    """(the tokens VisionZip hands the projector, the dominant patches (0-based, sorted)), one image."""
+    """(the tokens VisionZip hands the projector, the dominant patches (0-based, sorted)), one image.
+
+    The authors read ``attentions[-2]``, ``hidden_states[-2]`` and ``layers[-2]``: LLaVA-1.5's feature layer,
+    which is what ``vision_feature_layer`` says; here it is read from the config (a documented departure)."""
     tower = model.model.vision_tower
+    feature = model.config.vision_feature_layer  # -2 in LLaVA-1.5, as the authors hard-code
     dominant_num, contextual_num = dominant - 1, contextual
     with torch.no_grad():
         states = tower(pixel_values, output_hidden_states=True).hidden_states
-        layer = tower.encoder.layers[-2]
+        layer = tower.encoder.layers[feature]
         attn = layer.self_attn
-        x = layer.layer_norm1(states[-3])
+        x = layer.layer_norm1(states[feature - 1])
         bsz, tgt_len, _ = x.shape
         query_states = (attn.q_proj(x) * attn.scale).view(bsz, tgt_len, -1, attn.head_dim).transpose(1, 2)
         key_states = attn.k_proj(x).view(bsz, tgt_len, -1, attn.head_dim).transpose(1, 2)
         attn_weights = torch.nn.functional.softmax(torch.matmul(query_states, key_states.transpose(2, 3)), dim=-1)
         metric = key_states.mean(1)[0]
-        hidden_states = states[-2][0]
+        hidden_states = states[feature][0]
     cls_attention_sum = attn_weights[0, :, 0, 1:].sum(dim=0)
     topk_indices = (cls_attention_sum.topk(dominant_num).indices + 1).tolist()
     dominant_positions = sorted([0, *topk_indices])
@@ -361,3 +365,54 @@ def test_visionzip_matches_its_authors_code(models, authors_processor, dominant,
         lambda eager, inputs, generated: visionzip_reference(eager, inputs, generated, dominant, contextual),
         kept,
     )
+
+
+# --- where the engine departs from the authors' code on purpose (docs/later_methods.md) ------------------------
+
+
+def test_dart_quotas_stop_when_no_image_token_is_left(model64, processor) -> None:
+    """The authors' ``topk`` fails once the quotas ask for more tokens than are left; here a pivot takes what is
+    left, so a budget of the whole image keeps it all (and is vanilla), and a prompt with fewer text tokens than
+    text pivots uses the ones it has."""
+    inputs = encode(processor, QUESTIONS[:1], [draw_image(3)])
+    vanilla = run_engine(model64, PruningConfig.none(), inputs)
+    whole = run_engine(model64, PruningConfig.dart(keep=10_000), inputs)
+    assert whole.stats.kept[0][0].numel() == 576
+    assert torch.equal(whole.logits[0], vanilla.logits[0])
+    start, length = image_span(model64, inputs["input_ids"][0])
+    text = inputs["input_ids"].shape[1] - start - length  # the tokens after the image: fewer than 100
+    assert text < 100
+    many = run_engine(model64, PruningConfig.dart(keep=1040, text_pivots=100), inputs)  # 10 tokens per pivot
+    assert many.stats.kept[0][0].numel() == 4 + (4 + text) * 10
+
+
+def test_dart_pools_the_images_of_a_prompt(model64, processor) -> None:
+    """The authors' code reads one image at a fixed place (``image_token_start_index``); here the image tokens
+    are found by id, and the images of one prompt share the pivots and the quotas."""
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": "<image>\n<image>\n" + QUESTIONS[0]}], add_generation_prompt=True, tokenize=False
+    )
+    inputs = processor(images=[draw_image(3), draw_image(4)], text=[prompt], return_tensors="pt")
+    result = run_engine(model64, PruningConfig.dart(), dict(inputs.to("cpu", torch.float64)))
+    assert result.stats.kept[0][0].numel() == 4 + 8 * 16
+
+
+def test_visionzip_without_contextual_tokens_keeps_the_dominant_ones(model64, processor) -> None:
+    """``contextual=0`` divides by zero in the authors' code; here it keeps the dominant tokens alone, the same
+    ones (and in the same order) as with contextual tokens."""
+    pixels = encode(processor, QUESTIONS[:1], [draw_image(3)])["pixel_values"]
+    alone, _ = select_tokens(model64, pixels, PruningConfig.visionzip(dominant=40, contextual=0).steps[0])
+    merged, _ = select_tokens(model64, pixels, PruningConfig.visionzip(dominant=40, contextual=6).steps[0])
+    assert alone.shape[1] == 40 and torch.equal(alone, merged[:, :40])
+
+
+def test_visionzip_reads_the_configured_feature_layer(model64, processor) -> None:
+    """The authors hard-code LLaVA-1.5's ``[-2]``; the engine reads ``vision_feature_layer`` (the tests' tiny
+    model reads its one CLIP layer's output, -1), and matches the reference reading the same layer."""
+    assert model64.config.vision_feature_layer == -1
+    inputs = encode(processor, QUESTIONS[:1], [draw_image(5)])
+    config = PruningConfig.visionzip(dominant=30, contextual=8)
+    result = run_engine(model64, config, inputs)
+    patches, logits = visionzip_reference(model64, inputs, inputs["input_ids"][0, :0], 30, 8)
+    assert select_tokens(model64, inputs["pixel_values"], config.steps[0])[1][0].tolist() == patches.tolist()
+    torch.testing.assert_close(result.logits[0][0], logits, rtol=0, atol=1e-6)
