@@ -51,7 +51,7 @@ from typing import Any
 import pandas as pd
 
 from himap_lmms.cost import throughput_key
-from himap_lmms.pruning.config import PRUNING_ARGUMENTS
+from himap_lmms.pruning import pruning_arguments
 from himap_lmms.values import is_local_path
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Run:
     @property
     def base_settings(self) -> frozenset[tuple[str, str]]:
         """Settings without the pruning arguments: what a vanilla reference must share."""
-        return frozenset((k, v) for k, v in self.settings if k not in PRUNING_ARGUMENTS)
+        return frozenset((k, v) for k, v in self.settings if k not in pruning_arguments())
 
     @property
     def conditions(self) -> tuple:

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from himap_lmms.pruning.registry import MethodSpec, method_spec, pruning_arguments
 from himap_lmms.values import parse_float, parse_int
 
 Score = Literal[
@@ -88,6 +89,16 @@ _VARIANT_ARGS: dict[str, dict[str, tuple[str, ...]]] = {
 DART_KEEP, DART_IMAGE_PIVOTS, DART_TEXT_PIVOTS = 128, 4, 4
 PYRAMIDDROP_LAYERS = (8, 16, 24)
 VISIONZIP_DOMINANT, VISIONZIP_CONTEXTUAL = 54, 10
+_TITLES = {
+    "none": "vanilla",
+    "fastv": "FastV",
+    "himap": "HiMAP",
+    "random": "random",
+    "input": "input",
+    "dart": "DART",
+    "pyramiddrop": "PyramidDrop",
+    "visionzip": "VisionZip",
+}
 _DEFAULT_RATIO = {
     "fastv": {"": 0.5},
     "himap": {"1": 0.5, "2": 0.125},
@@ -193,8 +204,7 @@ class PruningConfig:
     depth: int | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r} is not known: choose one of {', '.join(METHODS)}")
+        method_spec(self.method)  # a known method, built in or installed
         for first, second in zip(self.steps, self.steps[1:]):
             k1, k2 = f"k{first.suffix}", f"k{second.suffix}"
             if not first.layer < second.layer:
@@ -377,15 +387,8 @@ class PruningConfig:
         An argument that belongs to another method (``k1`` with ``method=fastv``) is an error rather than
         silently ignored, since it almost always means the run is not the one the user wanted.
         """
-        if method not in _METHOD_ARGS:
-            raise ValueError(f"method={method!r} is not known: choose one of {', '.join(METHODS)}")
-        allowed = _METHOD_ARGS[method]
-        unknown = sorted(set(args) - set(allowed))
-        if unknown:
-            takes = ", ".join(allowed) if allowed else "no pruning arguments"
-            raise ValueError(f"{unknown[0]} is not an argument of method={method} (it takes {takes})")
-        values = {name: _coerce(name, value) for name, value in args.items()}
-        return getattr(cls, method)(**values)
+        spec = method_spec(method)
+        return spec.build(**spec.parse(args))
 
     def for_depth(self, num_layers: int) -> PruningConfig:
         """This schedule for a model with ``num_layers`` decoder layers: every pruning layer must exist.
@@ -513,13 +516,18 @@ def _coerce(name: str, value: Any) -> Any:
     return parse_float(name, value) if name.startswith("ratio") or name == "contextual" else parse_int(name, value)
 
 
-# Every model_arg that says how to prune: ``method`` and each method's knobs. The leaderboard compares a pruned
-# run with the vanilla run whose other model_args are the same, so it reads this list too.
-PRUNING_ARGUMENTS = frozenset({"method"} | {name for method_args in _METHOD_ARGS.values() for name in method_args})
+def builtin_specs() -> list[MethodSpec]:
+    """The methods this module builds, as :class:`MethodSpec` (VisionZip's input merge is added where it lives,
+    :mod:`himap_lmms.pruning.builtin`)."""
+    return [
+        MethodSpec(name, _METHOD_ARGS[name], getattr(PruningConfig, name), _TITLES[name], coerce=_coerce)
+        for name in METHODS
+    ]
 
 
 def split_pruning_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Separate pruning arguments (method and every method's knobs) from the rest of model_args."""
-    pruning = {k: v for k, v in args.items() if k in PRUNING_ARGUMENTS}
-    rest = {k: v for k, v in args.items() if k not in PRUNING_ARGUMENTS}
+    known = pruning_arguments()
+    pruning = {k: v for k, v in args.items() if k in known}
+    rest = {k: v for k, v in args.items() if k not in known}
     return pruning, rest

@@ -4,12 +4,14 @@
 changing it. Its prefill is the loop of transformers' ``LlamaModel.forward`` (hidden states, rotary position
 embeddings, mask, KV cache, one call per decoder layer) with one addition: before a pruning layer, image
 tokens are scored from the previous layer's attention (:mod:`himap_lmms.pruning.scoring`) and the sequence is
-compacted to the kept tokens. Kept tokens stay in order and keep their position ids, so RoPE sees the
-positions the unpruned model would. Layers after a step cache only the kept tokens; decoding then runs each
-new token through every layer against whatever that layer cached, so pruning happens once, in the prefill.
-Methods differ only in the score of a step: DART's reads the previous layer's keys and the hidden states,
-and VisionZip-style selection is made in the vision tower (:mod:`himap_lmms.pruning.visionzip`), so its
-step before layer 0 just keeps the placeholder slots chosen there.
+compacted to the kept tokens. Kept tokens stay in order and keep their position ids (RoPE sees the positions
+the unpruned model would), unless the step renumbers them 0..n'-1 as PyramidDrop's and VisionZip's authors do;
+decoding then continues each run of layers' own numbering. Layers after a step cache only the kept tokens;
+decoding runs each new token through every layer against whatever that layer cached, so pruning happens once,
+in the prefill. Methods differ only in the score of a step (the built-in rules here, an installed method's
+through :mod:`himap_lmms.pruning.registry`): DART's reads the previous layer's keys and normed output,
+PyramidDrop's the next layer's projections, and VisionZip's selection is made in the vision tower (its spec's
+``embed``, :mod:`himap_lmms.pruning.visionzip`), so its step before layer 0 keeps the slots chosen there.
 
 Batches are left-padded as transformers pads for generation. Each sample is ranked on its own scores and
 keeps its own budget; when samples end up with different lengths the shorter ones are left-padded again.
@@ -47,6 +49,7 @@ from himap_lmms.llava_forward import (
 from himap_lmms.pruning.config import ATTENTION_SCORES, PruneStep, PruningConfig
 from himap_lmms.pruning.dart import pivot_quota_keep
 from himap_lmms.pruning.pyramiddrop import next_layer_last_token_scores
+from himap_lmms.pruning.registry import ScoreContext, method_spec, score_rule
 from himap_lmms.pruning.scoring import (
     COMPACT_LABEL,
     SCORE_LABEL,
@@ -56,7 +59,6 @@ from himap_lmms.pruning.scoring import (
     score_image_tokens,
     select_top,
 )
-from himap_lmms.pruning.visionzip import check_visionzip, visionzip_embeddings
 
 AttentionEdit = Callable[[int, torch.Tensor], torch.Tensor]
 """``(layer index, allowed) -> allowed``: which edges a layer keeps, given its causal ``(batch, q, kv)`` bool.
@@ -154,8 +156,9 @@ class PrunedLlava:
         self.attention_edit = attention_edit
         self.logits_dtype = logits_dtype
         check_attention(model, "the pruning engine")
-        if config.method == "visionzip":
-            check_visionzip(model)
+        self.spec = method_spec(config.method)
+        if self.spec.check is not None:
+            self.spec.check(model)
         # SDPA applies the causal mask itself when given none; eager attention only adds the mask it is given.
         self._explicit_causal_mask = self.language_model.config._attn_implementation == "eager"
         self.image_token_id = model.config.image_token_id
@@ -175,9 +178,9 @@ class PrunedLlava:
         valid = attention_mask.bool()
         if not bool(valid[:, -1].all()):
             raise ValueError("attention_mask has right padding: pad prompts on the left (padding_side='left')")
-        chosen = None  # the slots VisionZip picks in the vision tower
-        if self.config.method == "visionzip":
-            hidden, chosen = visionzip_embeddings(self.model, input_ids, pixel_values, self.config.steps[0])
+        chosen = None  # the slots a method that chooses before the language model (VisionZip) picks
+        if self.spec.embed is not None:
+            hidden, chosen = self.spec.embed(self.model, input_ids, pixel_values, self.config.steps[0])
         else:
             hidden = embed_multimodal(self.model, input_ids, pixel_values, image_sizes)
         batch, length = input_ids.shape
@@ -272,6 +275,8 @@ class PrunedLlava:
         layer ``index - 1`` read, ``chosen`` the slots picked in the vision tower (VisionZip).
         """
         lm = self.language_model
+        if chosen is not None:  # chosen before the language model (the method's ``embed``, e.g. VisionZip)
+            return chosen
         if step.score in ATTENTION_SCORES:
             keys = cache.layers[index - 1].keys
             scores = score_image_tokens(
@@ -294,10 +299,24 @@ class PrunedLlava:
             )
         elif step.score == "duplication":
             scores = duplication_scores(hidden, cache.layers[index - 1].keys, is_image, budget, step.pivots)
-        elif step.score in ("class_token", "visionzip"):  # chosen in the vision tower, per image
-            return chosen
-        else:
+        elif step.score in ("random", "uniform"):
             scores = positional_scores(step.score, is_image, budget, step.seed)
+        else:  # a rule an installed method declares (himap_lmms.pruning.registry)
+            context = ScoreContext(
+                step,
+                index,
+                lm,
+                cache,
+                hidden,
+                layer_input,
+                position_ids,
+                position_embeddings,
+                valid,
+                is_image,
+                is_text,
+                budget,
+            )
+            scores = score_rule(step.score)(context)
         return scores
 
     @torch.no_grad()
