@@ -143,6 +143,7 @@ def test_later_methods_describe_themselves() -> None:
     assert PruningConfig.from_args("visionzip").describe() == "visionzip(dominant=54,contextual=10)"
     prior = PruningConfig.from_args("visionzip", variant="prior")
     assert prior.describe() == "visionzip(ratio=0.25,contextual=0.15625,variant=prior)"
+    assert PruningConfig.from_args("visionzip", ratio="0.25").describe() == "visionzip(ratio=0.25)"
     assert PruningConfig.from_args("visionzip", keep=64, contextual="0", variant="prior").steps[0].contextual == 0.0
 
 

@@ -446,9 +446,10 @@ class PruningConfig:
                 f"stages={len(self.steps)}" if self.depth else f"layers={_layer_list([s.layer for s in self.steps])}"
             )
             parts = [where, f"ratio={first.ratio}"]
-        elif first.score == "visionzip":  # the counts, or a ratio split as the authors' 54 + 10
-            counts = [f"dominant={first.keep - first.merged}", f"contextual={first.merged}"]
-            parts = counts if first.keep is not None else [_budget(first)]
+        elif first.score == "visionzip" and first.keep is not None:
+            parts = [f"dominant={first.keep - first.merged}", f"contextual={first.merged}"]
+        elif first.score == "visionzip":  # a ratio, split as the authors' 54 + 10
+            parts = [_budget(first)]
         elif self.method in ("input", "visionzip"):  # before layer 0: no layer to name
             parts = [_budget(first), *([f"contextual={first.contextual}"] if self.method == "visionzip" else [])]
         else:
