@@ -188,8 +188,10 @@ def dart_reference(model, inputs, generated, K, max_num_trunction, ratio, pivot_
 # --- PyramidDrop: modeling_llama_pdrop.py, pdrop_forward and pdrop_rank_drop ---------------------------------
 
 
-def pdrop_reference(model, inputs, generated, layer_list, image_token_ratio_list):
-    """Kept image positions (of the original prompt) after each stage, and next-token logits."""
+def pdrop_reference(model, inputs, generated, layer_list, image_token_ratio_list, repeat_keys=False):
+    """Kept image positions (of the original prompt) after each stage, and next-token logits. ``repeat_keys``
+    repeats grouped keys to every query head, which the authors' code (written for LLaVA-1.5's equal counts)
+    does not do: the engine's departure for grouped-key models."""
     ids = inputs["input_ids"][0]
     image_index, n_image = image_span(model, ids)
     ratios = [1.0, *image_token_ratio_list]
@@ -208,6 +210,8 @@ def pdrop_reference(model, inputs, generated, layer_list, image_token_ratio_list
         image_tokens = int(n_image * ratios[stage])
         keep_length = int(n_image * ratios[stage + 1])
         query_states, key_states = projections(model, rank_layer, hidden, position_ids)
+        if repeat_keys:
+            key_states = repeat_kv(key_states, lm.layers[rank_layer].self_attn.num_key_value_groups)
         head_dim = lm.layers[rank_layer].self_attn.head_dim
         prompt_total_len = prompt_len + image_tokens
         text_query_states = query_states[0][:, prompt_total_len - 1, :].unsqueeze(1)
@@ -415,4 +419,19 @@ def test_visionzip_reads_the_configured_feature_layer(model64, processor) -> Non
     result = run_engine(model64, config, inputs)
     patches, logits = visionzip_reference(model64, inputs, inputs["input_ids"][0, :0], 30, 8)
     assert select_tokens(model64, inputs["pixel_values"], config.steps[0])[1][0].tolist() == patches.tolist()
+    torch.testing.assert_close(result.logits[0][0], logits, rtol=0, atol=1e-6)
+
+
+def test_pyramiddrop_repeats_grouped_keys(tmp_path, processor) -> None:
+    """With fewer key heads than query heads the authors' product of queries and keys does not broadcast; the
+    engine repeats each key head to its query heads, as the model's own attention does."""
+    directory = build_tiny_llava(tmp_path, replace(TINY_CHECKPOINT, kv_heads=2), corpus=QUESTIONS)
+    model, eager = (
+        LlavaForConditionalGeneration.from_pretrained(directory, dtype=torch.float64, attn_implementation=kernel).eval()
+        for kernel in ("sdpa", "eager")
+    )
+    inputs = encode(processor, QUESTIONS[:1], [draw_image(6)])
+    result = run_engine(model, PruningConfig.pyramiddrop(layers=(2, 5), ratio=0.5), inputs)
+    kept, logits = pdrop_reference(eager, inputs, inputs["input_ids"][0, :0], [2, 5], [0.5, 0.25], repeat_keys=True)
+    assert [k[0].tolist() for k in result.stats.kept] == [k.tolist() for k in kept]
     torch.testing.assert_close(result.logits[0][0], logits, rtol=0, atol=1e-6)
