@@ -73,7 +73,7 @@ class ExampleCost:
 class HimapLlava(lmms):
     """LLaVA / LLaVA-NeXT (transformers classes) with visual-token pruning, for ``lmms-eval --model himap_llava``.
 
-    Pruning arguments (``method`` and each method's knobs, :data:`~himap_lmms.pruning.PRUNING_ARGUMENTS`) are
+    Pruning arguments (``method`` and each method's knobs, :func:`~himap_lmms.pruning.pruning_arguments`) are
     those of :meth:`PruningConfig.from_args`. ``chat_template`` is ``vicuna_v1`` (the paper's prompt, default),
     ``model`` (the processor's own template) or a Jinja string.
     """

@@ -8,13 +8,15 @@ Budgets are the share of image tokens kept after the last pruning step (50 %, 25
 the paper names its settings: FastV keeps it from K=2; HiMAP keeps 4x that at K1=2 and the budget from K2=8 (the
 paper's 50 % / 12.5 % shape); ``random`` is HiMAP's schedule with random ranking; ``input`` keeps evenly spaced
 tokens from the first layer. The later methods run at the same budgets: ``dart`` from K=2 like FastV,
-``pyramiddrop`` at its three default stages (layers 3/6/9 of 12) with the per-stage ratio whose cube is the
-budget, ``visionzip`` before layer 0 like ``input``. The schedules then cost differently, so each method but
-``random`` also runs at HiMAP's *cost* (``fastv=cost``, ``input=cost``, ``dart=cost``, ``pyramiddrop=cost``,
-``visionzip=cost``): with the ratio that gives it HiMAP's mean share of image tokens over the layers (what the
-prefill FLOPs follow). A schedule that cannot come down to that share gets a row saying so, not a run at
-another cost. The tables give every run's layer-mean share and FLOPs ratio, and the plot shows each benchmark's
-score against both the final budget and the layer-mean share.
+``pyramiddrop`` at ``stages=3`` (layers 3/6/9 of 12: its authors' 8/16/24 do not exist there) with the
+per-stage ratio whose cube is the budget, ``visionzip`` before layer 0 like ``input``; DART and PyramidDrop keep
+what their authors' rounding gives (DART: 4 image pivots plus 8 quotas of ``budget * 144 // 8``). The schedules
+then cost differently, so each method but ``random`` also runs at HiMAP's *cost* (``fastv=cost``,
+``input=cost``, ``dart=cost``, ``pyramiddrop=cost``, ``visionzip=cost``): with the ratio that gives it HiMAP's
+mean share of image tokens over the layers (what the prefill FLOPs follow). A schedule that cannot come down
+to that share gets a row saying so, not a run at another cost. The tables give every run's layer-mean share
+and FLOPs ratio, and the plot shows each benchmark's score against both the final budget and the layer-mean
+share.
 ``pool`` (each image's feature grid average-pooled before layer 0: the downsampling baseline) runs at the
 square grid nearest each budget and, as ``pool=cost``, nearest HiMAP's share.
 Questions are asked with each task's own prompt and scored with its own rule and headline metric
@@ -129,8 +131,9 @@ def methods_at(budget: float, num_layers: int) -> dict[str, PruningConfig | Unre
     himap = PruningConfig.himap(**schedule)
     share = layer_mean_share(himap, num_layers)
     # Layers 0 and 1 see every image token under both schedules, so this ratio lies in (0, 1]. DART prunes once
-    # before the same layer, so the same ratio gives it the same share; input and VisionZip prune before layer 0,
-    # so their ratio is the share itself.
+    # before the same layer, so the same ratio gives it about the same share (its authors' per-pivot quotas round
+    # down and its 4 image pivots come on top); input and VisionZip prune before layer 0, so their ratio is the
+    # share itself (VisionZip's rounded once, then split 54 : 10).
     fastv_ratio = (share * num_layers - 2) / (num_layers - 2)
     pyramid_cost = pyramid_ratio_for_share(share, num_layers)
     return {

@@ -91,7 +91,7 @@ def test_methods_are_the_presets_with_their_fastv_partners() -> None:
         "himap_ref": "HiMAP 2/288 8/72 (himap_ref)",
         "pdrop": "PyramidDrop 3/288 6/144 9/72 (pdrop)",
         "visionzip_25": "VisionZip 144 of 576 (visionzip_25)",
-        "dart_20": "DART 2/115 (dart_20)",
+        "dart_20": "DART 2/116 (dart_20)",  # 4 image pivots + 8 pivots x 14
     }
     assert METHODS[PAIR_PREFIX + "dart_20"].label.endswith("(= dart_20's FLOPs)")
     assert list(bench_methods(DEFAULT_METHODS, TINY, fastv_pairs=False)) == list(DEFAULT_METHODS)
@@ -183,7 +183,7 @@ def test_schedules_show_in_the_token_counts(bench) -> None:
     assert rows["himap_ref"]["tokens_per_layer"] == [text + 576] * 2 + [text + 288] * 6 + [text + 72] * 4
     assert rows["fastv_75"]["tokens_per_layer"] == [text + 576] * 2 + [text + 144] * 10
     assert rows["pdrop"]["tokens_per_layer"] == [text + n for n in [576] * 3 + [288] * 3 + [144] * 3 + [72] * 3]
-    assert rows["dart_20"]["tokens_per_layer"] == [text + 576] * 2 + [text + 115] * 10
+    assert rows["dart_20"]["tokens_per_layer"] == [text + 576] * 2 + [text + 116] * 10
     assert rows["visionzip_25"]["tokens_per_layer"] == [text + 144] * 12
     for name, method in METHODS.items():  # what the engine ran is what the config's schedule says
         assert rows[name]["tokens_per_layer"] == [text + n for n in method.config.image_tokens_per_layer(576, 12)]

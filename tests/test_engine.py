@@ -180,8 +180,10 @@ def test_none_matches_transformers_generate_on_a_padded_batch(model, processor, 
         PruningConfig.himap(ratio1=1.0, ratio2=1.0),
         PruningConfig.fastv(keep=576),
         PruningConfig.fastv(ratio=1.0),
+        PruningConfig.dart(keep=576),
+        PruningConfig.pyramiddrop(stages=3, ratio=1.0),
     ],
-    ids=["himap-keep", "himap-ratio", "fastv-keep", "fastv-ratio"],
+    ids=["himap-keep", "himap-ratio", "fastv-keep", "fastv-ratio", "dart-keep", "pyramiddrop-ratio"],
 )
 def test_keeping_every_image_token_equals_vanilla(model, single, target, config) -> None:
     vanilla = generate(model, PruningConfig.none(), single)
@@ -217,7 +219,32 @@ def test_engine_matches_slow_reference(model, eager_model, single, target, confi
 # --- 4. a padded batch equals running the samples one by one ----------------------------------------------
 
 
-@pytest.mark.parametrize("config", [PruningConfig.himap(), PruningConfig.fastv()], ids=["himap", "fastv"])
+# Every method, as the matrix of targets (dtypes, kernels, devices) runs them: HiMAP and FastV against their slow
+# reference below float64; the later methods (references in tests/test_authors_methods.py) by their kept counts.
+EVERY_METHOD = {
+    "himap": PruningConfig.himap(),
+    "fastv": PruningConfig.fastv(),
+    "dart": PruningConfig.dart(),
+    "pyramiddrop": PruningConfig.pyramiddrop(stages=3),
+    "visionzip": PruningConfig.visionzip(),
+    "dart-prior": PruningConfig.dart(variant="prior"),
+    "pyramiddrop-prior": PruningConfig.pyramiddrop(variant="prior"),
+    "visionzip-prior": PruningConfig.visionzip(variant="prior"),
+}
+
+
+def assert_kept_like(target: EngineTarget, config, kept, alone_kept, model, inputs) -> None:
+    """The batch's kept positions equal the alone prompt's in float64; below it, HiMAP's and FastV's are the
+    reference's top-k up to near-ties, the other methods' keep as many tokens."""
+    if target.exact:
+        assert [k.tolist() for k in kept] == [k.tolist() for k in alone_kept]
+    elif config.method in ("himap", "fastv"):  # padding changes the kernels' rounding
+        assert_reference_top_k(target, kept, model, inputs, schedule_of(config))
+    else:
+        assert [k.numel() for k in kept] == [k.numel() for k in alone_kept]
+
+
+@pytest.mark.parametrize("config", list(EVERY_METHOD.values()), ids=list(EVERY_METHOD))
 def test_batch_equals_one_by_one(model, eager_model, processor, target, config) -> None:
     images = [draw_image(seed) for seed in range(3)]
     batch = encode(processor, QUESTIONS, images, target)
@@ -230,10 +257,7 @@ def test_batch_equals_one_by_one(model, eager_model, processor, target, config) 
         for step in range(STEPS):
             target.assert_logits_close(together.logits[step][b], alone.logits[step][0], atol=1e-8)
         kept = [step_kept[b] - padding[b] for step_kept in together.stats.kept]
-        if target.exact:
-            assert [k.tolist() for k in kept] == [step_kept[0].tolist() for step_kept in alone.stats.kept]
-        else:  # padding changes the kernels' rounding: the batch's choice must still be the alone prompt's top-k
-            assert_reference_top_k(target, kept, eager_model, inputs, schedule_of(config))
+        assert_kept_like(target, config, kept, [step_kept[0] for step_kept in alone.stats.kept], eager_model, inputs)
         assert together.stats.tokens_per_layer[b].tolist() == alone.stats.tokens_per_layer[0].tolist()
 
 
@@ -305,15 +329,16 @@ def test_reference_setting_at_the_7b_shape_is_about_a_third() -> None:
         layer_flops(10, d, m, convention="exact")
 
 
-def test_eager_attention_agrees_with_sdpa(model, eager_model, processor, target) -> None:
+@pytest.mark.parametrize("config", list(EVERY_METHOD.values()), ids=list(EVERY_METHOD))
+def test_eager_attention_agrees_with_sdpa(model, eager_model, processor, target, config) -> None:
     """Eager attention only adds the mask it is given, so this covers the engine's explicit causal masks.
 
     (With ``--engine-attn eager`` the model under test is eager too, and this compares eager with itself.)
     """
     questions, images = QUESTIONS[:2], [draw_image(5), draw_image(6)]
     batch = encode(processor, questions, images, target)
-    sdpa = generate(model, PruningConfig.himap(), batch)
-    eager = generate(eager_model, PruningConfig.himap(), batch)
+    sdpa = generate(model, config, batch)
+    eager = generate(eager_model, config, batch)
     assert torch.equal(sdpa.sequences, eager.sequences)
     for ours, theirs in zip(sdpa.logits, eager.logits):
         target.assert_logits_close(ours, theirs, atol=1e-6)
@@ -324,9 +349,10 @@ def test_eager_attention_agrees_with_sdpa(model, eager_model, processor, target)
     padding = (batch["attention_mask"] == 0).sum(dim=1).tolist()
     for b, (question, image) in enumerate(zip(questions, images)):
         inputs = encode(processor, [question], [image], target)
+        sdpa_kept = [step_kept[b] - padding[b] for step_kept in sdpa.stats.kept]
         for result in (sdpa, eager):
             kept = [step_kept[b] - padding[b] for step_kept in result.stats.kept]
-            assert_reference_top_k(target, kept, eager_model, inputs, schedule_of(PruningConfig.himap()))
+            assert_kept_like(target, config, kept, sdpa_kept, eager_model, inputs)
 
 
 # --- baselines without attention: random ranking on HiMAP's schedule, uniform pruning at the input ----------

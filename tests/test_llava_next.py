@@ -125,11 +125,13 @@ def test_later_methods_follow_each_samples_image_tokens(next_dir, batch) -> None
     """DART and PyramidDrop budgets follow each sample's tile count; VisionZip-style selection is refused."""
     model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, dtype=torch.float64).eval()
     images = (batch["input_ids"] == model.config.image_token_id).sum(dim=1).tolist()
-    dart = PrunedLlava(model, PruningConfig.dart(k=1, ratio=0.25, pivots=4)).generate(**batch, max_new_tokens=1)
+    dart_config = PruningConfig.dart(k=1, ratio=0.25, image_pivots=2, text_pivots=2)
+    dart = PrunedLlava(model, dart_config).generate(**batch, max_new_tokens=1)
     pyramid = PrunedLlava(model, PruningConfig.pyramiddrop(stages=2)).generate(**batch, max_new_tokens=1)
     for b, count in enumerate(images):
-        assert dart.stats.kept[0][b].numel() == round(0.25 * count)
-        assert [kept[b].numel() for kept in pyramid.stats.kept] == [round(0.5 * count), round(0.25 * count)]
+        # DART's pivots and quotas (2 + 4 * (count / 4 // 4)); PyramidDrop's int(count * 0.5 ** s)
+        assert dart.stats.kept[0][b].numel() == 2 + 4 * int(0.25 * count // 4)
+        assert [kept[b].numel() for kept in pyramid.stats.kept] == [int(0.5 * count), int(0.25 * count)]
     with pytest.raises(
         ValueError, match=r"method=visionzip supports llava \(LLaVA-1.5\) checkpoints, not 'llava_next'"
     ):

@@ -210,8 +210,8 @@ def test_costs_reach_the_results_as_exact_means_and_the_log_with_a_run_id(tiny_l
 
 
 def test_cost_records_name_the_schedule_that_ran(tiny_llava_dir, tmp_path) -> None:
-    """PyramidDrop's default stages are placed by the model's depth; the record says where they fell."""
+    """PyramidDrop's stages=3 are placed by the model's depth; the record says where they fell."""
     log = tmp_path / "costs.jsonl"
-    make_model(tiny_llava_dir, method="pyramiddrop", cost_log=str(log)).generate_until(requests()[:1])
+    make_model(tiny_llava_dir, method="pyramiddrop", stages=3, cost_log=str(log)).generate_until(requests()[:1])
     (record,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert record["method"] == "pyramiddrop(layers=3/6/9,ratio=0.5)"

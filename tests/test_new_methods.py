@@ -1,8 +1,10 @@
-"""DART, PyramidDrop and VisionZip-style selection against slow references written from their descriptions.
+"""DART, PyramidDrop and VisionZip's ``variant=prior`` (this repo's earlier reading of the papers) against slow
+references written from that description, and what every variant shares (budgets, costs, prompts without image).
 
 Each reference recomputes from scratch (eager attention, full sequences, no KV cache, plain Python loops for
 the selection rules) on one sample; the engine must keep exactly the same image positions, alone and inside a
-left-padded batch, and give the same logits.
+left-padded batch, and give the same logits. The default variants, as their authors' code runs them, are checked
+in tests/test_authors_methods.py.
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ def check_against(model, eager, config, kept_of, logits_of, inputs: dict, steps:
 
 @pytest.mark.parametrize(("k", "keep", "pivots"), [(2, 144, 8), (5, 60, 3)])
 def test_dart_matches_its_reference(model64, eager64, batch, k, keep, pivots) -> None:
-    config = PruningConfig.dart(k=k, keep=keep, pivots=pivots)
+    config = PruningConfig.dart(k=k, keep=keep, pivots=pivots, variant="prior")
     schedule = [(k, "duplication", keep)]
     check_against(
         model64,
@@ -186,7 +188,7 @@ def test_dart_matches_its_reference(model64, eager64, batch, k, keep, pivots) ->
 
 @pytest.mark.parametrize(("stages", "ratio"), [(3, 0.5), (2, 0.3)])
 def test_pyramiddrop_matches_its_reference(model64, eager64, batch, stages, ratio) -> None:
-    config = PruningConfig.from_args("pyramiddrop", stages=str(stages), ratio=str(ratio))
+    config = PruningConfig.from_args("pyramiddrop", stages=str(stages), ratio=str(ratio), variant="prior")
     schedule = pyramiddrop_schedule(LAYERS, stages, ratio, IMAGE_TOKENS)
     check_against(
         model64,
@@ -200,7 +202,7 @@ def test_pyramiddrop_matches_its_reference(model64, eager64, batch, stages, rati
 
 @pytest.mark.parametrize(("keep", "contextual"), [(64, 10 / 64), (144, 0.25), (100, 0.0)])
 def test_visionzip_matches_its_reference(model64, eager64, batch, keep, contextual) -> None:
-    config = PruningConfig.visionzip(keep=keep, contextual=contextual)
+    config = PruningConfig.visionzip(keep=keep, contextual=contextual, variant="prior")
     check_against(
         model64,
         eager64,
@@ -222,7 +224,7 @@ def test_visionzip_reads_llava_15s_feature_layer(tmp_path, processor) -> None:
         for kernel in ("sdpa", "eager")
     )
     inputs = encode(processor, QUESTIONS[:1], [draw_image(4)])
-    result = generate(model, PruningConfig.visionzip(keep=64), inputs, 1)
+    result = generate(model, PruningConfig.visionzip(keep=64, variant="prior"), inputs, 1)
     kept, vectors = visionzip_reference(eager, inputs, 64, 10 / 64)
     assert result.stats.kept[0][0].tolist() == kept
     expected = visionzip_reference_logits(eager, inputs, kept, vectors, inputs["input_ids"][0, :0])
@@ -239,12 +241,13 @@ def test_visionzip_selects_each_image_of_a_prompt_on_its_own(model64, processor)
     )
     images = [draw_image(3), draw_image(4)]
     inputs = processor(images=images, text=[prompt], return_tensors="pt", add_special_tokens=False)
-    result = generate(model64, PruningConfig.visionzip(keep=64), dict(inputs.to("cpu", torch.float64)), 1)
+    prior = PruningConfig.visionzip(keep=64, variant="prior")
+    result = generate(model64, prior, dict(inputs.to("cpu", torch.float64)), 1)
     slots = (inputs["input_ids"][0] == model64.config.image_token_id).nonzero().flatten()
     kept = result.stats.kept[0][0]
     for image, first in zip(images, (0, IMAGE_TOKENS)):
         alone = encode(processor, QUESTIONS[:1], [image])
-        alone_kept = generate(model64, PruningConfig.visionzip(keep=64), alone, 1).stats.kept[0][0]
+        alone_kept = generate(model64, prior, alone, 1).stats.kept[0][0]
         alone_slots = (alone["input_ids"][0] == model64.config.image_token_id).nonzero().flatten()
         mine = kept[(kept >= slots[first]) & (kept <= slots[first + IMAGE_TOKENS - 1])]
         assert (mine - slots[first]).tolist() == (alone_kept - alone_slots[0]).tolist()
@@ -254,11 +257,13 @@ def test_visionzip_selects_each_image_of_a_prompt_on_its_own(model64, processor)
 @pytest.mark.parametrize(
     "config",
     [
-        PruningConfig.dart(ratio=1.0),
-        PruningConfig.pyramiddrop(ratio=1.0),
-        PruningConfig.visionzip(ratio=1.0, contextual=0.0),
+        PruningConfig.dart(ratio=1.0),  # 576 // 8 = 72 tokens per pivot: every image token
+        PruningConfig.dart(ratio=1.0, variant="prior"),
+        PruningConfig.pyramiddrop(stages=3, ratio=1.0),  # renumbering nothing leaves the positions as they were
+        PruningConfig.pyramiddrop(ratio=1.0, variant="prior"),
+        PruningConfig.visionzip(ratio=1.0, contextual=0.0, variant="prior"),
     ],
-    ids=["dart", "pyramiddrop", "visionzip"],
+    ids=["dart", "dart-prior", "pyramiddrop", "pyramiddrop-prior", "visionzip-prior"],
 )
 def test_keeping_every_image_token_equals_vanilla(model64, batch, config) -> None:
     vanilla = generate(model64, PruningConfig.none(), batch, STEPS)
@@ -271,7 +276,14 @@ def test_keeping_every_image_token_equals_vanilla(model64, batch, config) -> Non
 def test_prompt_without_image_is_not_pruned(model64, processor) -> None:
     inputs = encode(processor, QUESTIONS[:2], [None, draw_image(1)])
     text_only = int(inputs["attention_mask"][0].sum())
-    for config in (PruningConfig.dart(), PruningConfig.pyramiddrop(), PruningConfig.visionzip()):
+    for config in (
+        PruningConfig.dart(),
+        PruningConfig.pyramiddrop(stages=3),
+        PruningConfig.visionzip(),
+        PruningConfig.dart(variant="prior"),
+        PruningConfig.pyramiddrop(variant="prior"),
+        PruningConfig.visionzip(variant="prior"),
+    ):
         result = generate(model64, config, inputs, steps=1)
         assert result.stats.tokens_per_layer[0].tolist() == [text_only] * LAYERS
         assert all(kept[0].numel() == 0 for kept in result.stats.kept)
@@ -280,8 +292,9 @@ def test_prompt_without_image_is_not_pruned(model64, processor) -> None:
 # --- cost of the multi-stage schedule ------------------------------------------------------------------------
 
 
-def test_pyramiddrop_tokens_per_layer_and_flops(model64, batch) -> None:
-    result = generate(model64, PruningConfig.pyramiddrop(), batch, steps=1)
+@pytest.mark.parametrize("variant", ["authors", "prior"])
+def test_pyramiddrop_tokens_per_layer_and_flops(model64, batch, variant) -> None:
+    result = generate(model64, PruningConfig.pyramiddrop(stages=3, variant=variant), batch, steps=1)
     for b in range(batch["input_ids"].shape[0]):
         prompt = int(batch["attention_mask"][b].sum())
         text = prompt - IMAGE_TOKENS
@@ -300,8 +313,8 @@ PRESET_COSTS = {  # what configs/methods.yaml says, at the 7B shape
     "himap_ref": 0.330,
     "himap_25": 0.247,
     "fastv_75": 0.370,
-    "dart_20": 0.329,
-    "dart_10": 0.248,
+    "dart_20": 0.330,
+    "dart_10": 0.251,
     "pdrop": 0.524,
     "pdrop_25": 0.404,
     "visionzip_25": 0.328,

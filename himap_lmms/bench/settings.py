@@ -16,7 +16,7 @@ import torch
 
 from himap_lmms.cost import Convention, prefill_cost
 from himap_lmms.presets import METHOD_PRESETS, method_presets
-from himap_lmms.pruning import PruningConfig
+from himap_lmms.pruning import PruningConfig, method_spec
 from himap_lmms.shapes import PREFIX_TOKENS, SHAPES, TEXT_TOKENS, LlavaShape
 
 # What a run compares unless told otherwise: the paper's settings of FastV and HiMAP and the later methods' presets.
@@ -38,15 +38,6 @@ PAIR_PREFIX = "fastv="
 PAIR_LAYER = 2  # FastV's K in the pairs, as in its paper and the fastv presets
 # Matched by the swiglu formula: it counts what a LLaMA layer computes (the FLOP counter agrees with it exactly).
 PAIR_CONVENTION: Convention = "swiglu"
-_NAMES = {
-    "fastv": "FastV",
-    "himap": "HiMAP",
-    "random": "random",
-    "input": "input",
-    "dart": "DART",
-    "pyramiddrop": "PyramidDrop",
-    "visionzip": "VisionZip",
-}
 
 
 class Method(NamedTuple):
@@ -94,7 +85,7 @@ def label(config: PruningConfig, shape: LlavaShape) -> str:
         f"{counts[0]} of {shape.num_image_tokens}" if step.layer == 0 else f"{step.layer}/{counts[step.layer]}"
         for step in config.for_depth(shape.layers).steps
     ]
-    return " ".join([_NAMES[config.method], *steps])
+    return " ".join([method_spec(config.method).title or config.method, *steps])
 
 
 def bench_methods(names: tuple[str, ...], shape: LlavaShape, fastv_pairs: bool) -> dict[str, Method]:

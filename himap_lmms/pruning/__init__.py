@@ -1,7 +1,8 @@
 """Visual-token pruning for LLaVA on bare transformers models (no lmms-eval import here).
 
-The engine's names are imported on first use (PEP 562), so that :mod:`himap_lmms.pruning.config`, which needs no
-torch, can be read by the leaderboard and the sweep's argument checks without paying torch's import.
+The engine's names are imported on first use (PEP 562), so that :mod:`himap_lmms.pruning.config` and the method
+registry, which need no torch, can be read by the leaderboard and the sweep's argument checks without paying
+torch's import.
 """
 
 from __future__ import annotations
@@ -9,7 +10,16 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from himap_lmms.pruning.config import METHODS, PRUNING_ARGUMENTS, PruneStep, PruningConfig, split_pruning_args
+from himap_lmms.pruning import builtin  # noqa: F401  (registers the built-in methods)
+from himap_lmms.pruning.config import METHODS, PruneStep, PruningConfig, split_pruning_args
+from himap_lmms.pruning.registry import (
+    ENTRY_POINT_GROUP,
+    MethodSpec,
+    ScoreContext,
+    all_methods,
+    method_spec,
+    pruning_arguments,
+)
 
 _LAZY = {
     "DecodeState": "engine",
@@ -20,15 +30,20 @@ _LAZY = {
 }
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "METHODS",
-    "PRUNING_ARGUMENTS",
     "PRUNING_LABELS",
     "DecodeState",
     "Generation",
+    "MethodSpec",
     "PrefillStats",
     "PruneStep",
     "PrunedLlava",
     "PruningConfig",
+    "ScoreContext",
+    "all_methods",
+    "method_spec",
+    "pruning_arguments",
     "split_pruning_args",
 ]
 

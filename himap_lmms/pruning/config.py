@@ -26,35 +26,89 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from himap_lmms.pruning.registry import MethodSpec, method_spec, pruning_arguments
 from himap_lmms.values import parse_float, parse_int
 
-Score = Literal["instruction", "visual", "last_token", "duplication", "random", "uniform", "class_token", "pooled"]
+Score = Literal[
+    "instruction",
+    "visual",
+    "last_token",
+    "next_layer_last_token",
+    "pivot_quota",
+    "duplication",
+    "random",
+    "uniform",
+    "visionzip",
+    "class_token",
+    "pooled",
+]
 ATTENTION_SCORES = ("instruction", "visual", "last_token")
-# Scores read from layer ``layer - 1`` (its attention or its keys), so their step cannot sit before layer 1.
-_PREVIOUS_LAYER_SCORES = (*ATTENTION_SCORES, "duplication")
+# Scores read from layer ``layer - 1``'s output (its attention, its keys or the hidden states it wrote), so their
+# step cannot sit before layer 1.
+_PREVIOUS_LAYER_SCORES = (*ATTENTION_SCORES, "next_layer_last_token", "pivot_quota", "duplication")
 METHODS = ("none", "fastv", "himap", "random", "input", "dart", "pyramiddrop", "visionzip", "pool")
-# Scores computed before the language model, per image: the step before layer 0 keeps the slots chosen there.
-INPUT_SCORES = ("class_token", "pooled")
+# DART, PyramidDrop and VisionZip follow their authors' code by default; ``variant=prior`` is this repo's earlier
+# reading of their papers (docs/later_methods.md lists every difference), kept for comparison with old runs.
+VARIANTS = ("authors", "prior")
+_VARIANT_METHODS = ("dart", "pyramiddrop", "visionzip")
+Positions = Literal["original", "renumber"]
 
 # The model_args each method accepts, with their defaults (FastV K=2, R=50 %; HiMAP 2/50 %, 8/12.5 %, the
-# papers' reference settings; DART's K=2 and 8 pivots; PyramidDrop's three stages, each keeping half).
+# papers' reference settings). DART, PyramidDrop and VisionZip take the defaults of their authors' LLaVA-1.5
+# scripts (docs/later_methods.md); ``None`` there means "set by the variant" (see each factory).
 _METHOD_ARGS: dict[str, dict[str, Any]] = {
     "none": {},
     "fastv": {"k": 2, "keep": None, "ratio": None},
     "himap": {"k1": 2, "keep1": None, "ratio1": None, "k2": 8, "keep2": None, "ratio2": None},
     "random": {"k1": 2, "keep1": None, "ratio1": None, "k2": 8, "keep2": None, "ratio2": None, "seed": 0},
     "input": {"keep": None, "ratio": None},
-    "dart": {"k": 2, "keep": None, "ratio": None, "pivots": 8},
-    "pyramiddrop": {"layers": None, "stages": None, "ratio": 0.5},
-    "visionzip": {"keep": None, "ratio": None, "contextual": 10 / 64},
+    "dart": {
+        "k": 2,
+        "keep": None,
+        "ratio": None,
+        "image_pivots": None,
+        "text_pivots": None,
+        "pivots": None,
+        "variant": "authors",
+    },
+    "pyramiddrop": {"layers": None, "stages": None, "ratio": 0.5, "variant": "authors"},
+    "visionzip": {"dominant": None, "contextual": None, "keep": None, "ratio": None, "variant": "authors"},
     "pool": {"ratio": None},
+}
+# Which of a method's model_args each variant takes (the others are an error naming the variant).
+_VARIANT_ARGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "dart": {
+        "authors": ("k", "keep", "ratio", "image_pivots", "text_pivots", "variant"),
+        "prior": ("k", "keep", "ratio", "pivots", "variant"),
+    },
+    "visionzip": {
+        "authors": ("dominant", "contextual", "ratio", "variant"),
+        "prior": ("keep", "ratio", "contextual", "variant"),
+    },
+}
+# The authors' LLaVA-1.5 settings: DART's scripts/v1_5/eval/*.sh (--max_num_trunction 128, --pivot_image_token 4,
+# --pivot_text_token 4), PyramidDrop's scripts/v1_5/pdrop_eval/*.sh (--layer_list [8,16,24], ratios halving) and
+# VisionZip's README (visionzip(model, dominant=54, contextual=10)).
+DART_KEEP, DART_IMAGE_PIVOTS, DART_TEXT_PIVOTS = 128, 4, 4
+PYRAMIDDROP_LAYERS = (8, 16, 24)
+VISIONZIP_DOMINANT, VISIONZIP_CONTEXTUAL = 54, 10
+_TITLES = {
+    "none": "vanilla",
+    "fastv": "FastV",
+    "himap": "HiMAP",
+    "random": "random",
+    "input": "input",
+    "dart": "DART",
+    "pyramiddrop": "PyramidDrop",
+    "visionzip": "VisionZip",
+    "pool": "pool",
 }
 _DEFAULT_RATIO = {
     "fastv": {"": 0.5},
     "himap": {"1": 0.5, "2": 0.125},
     "input": {"": 0.25},
-    "dart": {"": 0.25},
-    "visionzip": {"": 0.25},
+    "dart": {"": 0.25},  # variant=prior
+    "visionzip": {"": 0.25},  # variant=prior
     "pool": {"": 0.25},
 }
 _DEFAULT_STAGES = 3
@@ -62,10 +116,18 @@ _DEFAULT_STAGES = 3
 
 @dataclass(frozen=True)
 class PruneStep:
-    """Prune image tokens before decoder layer ``layer``, ranked by ``score`` (from layer ``layer - 1``'s
-    attention for the attention scores; ``random`` draws with ``seed``, ``uniform`` spreads the kept tokens;
-    ``duplication`` measures against ``pivots`` pivot tokens; ``class_token`` is chosen in the vision tower,
-    ``contextual`` being the share of the kept tokens that are merged ones).
+    """Prune image tokens before decoder layer ``layer``, ranked by ``score``.
+
+    The attention scores read layer ``layer - 1``'s attention; ``next_layer_last_token`` (PyramidDrop) the
+    attention of the last prompt position computed with layer ``layer``'s own projections; ``pivot_quota`` (DART)
+    gives each of ``pivots`` image and ``text_pivots`` text pivots its quota of the tokens least similar to it;
+    ``duplication`` (DART, ``variant=prior``) ranks by the nearest of ``pivots`` image pivots; ``random`` draws
+    with ``seed``, ``uniform`` spreads the kept tokens; ``visionzip`` and ``class_token`` are chosen in the
+    vision tower (``merged`` contextual tokens, or the share ``contextual`` of the kept ones for ``class_token``).
+
+    ``positions`` says what the kept tokens' position ids become: ``original`` keeps those of the unpruned
+    prompt, ``renumber`` numbers them 0..n'-1 again (and decoding continues from there). ``floor`` rounds a
+    ``ratio`` budget down, as ``int(...)``, instead of to the nearest count.
 
     ``suffix`` is how the step's arguments are spelled in model_args (``k1``/``keep1``/``ratio1`` for the
     first HiMAP step, ``k``/``keep``/``ratio`` for FastV), so that errors name what the user typed.
@@ -79,6 +141,10 @@ class PruneStep:
     seed: int = 0
     pivots: int = 0
     contextual: float = 0.0
+    text_pivots: int = 0
+    merged: int = 0
+    positions: Positions = "original"
+    floor: bool = False
 
     def __post_init__(self) -> None:
         k, keep, ratio = (f"{name}{self.suffix}" for name in ("k", "keep", "ratio"))
@@ -98,15 +164,39 @@ class PruneStep:
         """Image tokens this step keeps for a sample that came in with ``num_image_tokens``.
 
         A count larger than the sample's image tokens keeps them all (the sample is then not pruned
-        by this step); a ratio rounds to the nearest count but keeps at least one token. Pooling keeps a
+        by this step); a ratio rounds to the nearest count but keeps at least one token, or with ``floor``
+        rounds down as PyramidDrop's ``int(...)`` does. DART's (``pivot_quota``) is its image pivots plus one
+        quota per pivot, ``floor(keep / pivots)`` each (assuming the prompt has its text pivots). Pooling keeps a
         square of :func:`pooled_side` per grid, which is what this gives for one square grid.
         """
+        if self.score == "pivot_quota":
+            image_pivots = min(self.pivots, num_image_tokens)
+            return image_pivots + min(
+                num_image_tokens - image_pivots, self.pivot_quota(num_image_tokens) * (self.pivots + self.text_pivots)
+            )
         if self.keep is not None:
             return min(self.keep, num_image_tokens)
         side = math.isqrt(num_image_tokens)
         if self.score == "pooled" and side * side == num_image_tokens:  # one square grid: a square kept
             return pooled_side(side, self.ratio) ** 2
+        if self.floor:
+            return min(num_image_tokens, int(num_image_tokens * self.ratio))
         return min(num_image_tokens, max(1, round(self.ratio * num_image_tokens)))
+
+    def visionzip_counts(self, num_patches: int) -> tuple[int, int]:
+        """VisionZip's (dominant, contextual) for an image of ``num_patches``: the counts given, or the budget
+        split at the share ``contextual`` (rounded; the class token is always one dominant token)."""
+        if self.keep is not None:
+            return self.keep - self.merged, self.merged
+        total = self.budget(num_patches)
+        contextual = round(self.contextual * total)
+        return total - contextual, contextual
+
+    def pivot_quota(self, num_image_tokens: int) -> int:
+        """DART's tokens per pivot: ``math.ceil(budget // pivots)`` in its ``get_retained_image_token``, the
+        budget being ``keep`` (its ``max_num_trunction``) or ``ratio`` of the image (its ``1 - reduction_ratio``)."""
+        allowance = self.keep if self.keep is not None else num_image_tokens * self.ratio
+        return int(allowance // (self.pivots + self.text_pivots))
 
 
 @dataclass(frozen=True)
@@ -123,8 +213,7 @@ class PruningConfig:
     depth: int | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r} is not known: choose one of {', '.join(METHODS)}")
+        method_spec(self.method)  # a known method, built in or installed
         for first, second in zip(self.steps, self.steps[1:]):
             k1, k2 = f"k{first.suffix}", f"k{second.suffix}"
             if not first.layer < second.layer:
@@ -192,25 +281,56 @@ class PruningConfig:
         return cls("input", (PruneStep(0, "uniform", keep, ratio),))
 
     @classmethod
-    def dart(cls, k: int = 2, keep: int | None = None, ratio: float | None = None, pivots: int = 8) -> PruningConfig:
-        """DART: before layer ``k``, keep the ``pivots`` image tokens with the largest keys in layer ``k - 1``
-        and the image tokens least similar (cosine, hidden states) to their nearest pivot, up to the budget."""
-        if isinstance(pivots, bool) or not isinstance(pivots, int) or pivots < 1:
-            raise ValueError(f"pivots={pivots!r} is out of range: it must be an integer >= 1")
-        ratio = _DEFAULT_RATIO["dart"][""] if keep is None and ratio is None else ratio
-        return cls("dart", (PruneStep(k, "duplication", keep, ratio, pivots=pivots),))
+    def dart(
+        cls,
+        k: int = 2,
+        keep: int | None = None,
+        ratio: float | None = None,
+        image_pivots: int | None = None,
+        text_pivots: int | None = None,
+        pivots: int | None = None,
+        variant: str = "authors",
+    ) -> PruningConfig:
+        """DART, as its authors' ``get_retained_image_token`` runs it (``variant=authors``): before layer ``k``,
+        the ``image_pivots`` image and ``text_pivots`` text tokens with the largest L1 key norm in layer ``k - 1``
+        are pivots, and each pivot in turn keeps its quota (``keep`` split evenly between the pivots) of the image
+        tokens least similar to it; the image pivots are kept too. ``variant=prior``: ``pivots`` image pivots
+        (largest L2 key norm), the rest ranked once by their nearest pivot, ``keep`` or ``ratio`` in all."""
+        variant = _check_variant("dart", variant, image_pivots=image_pivots, text_pivots=text_pivots, pivots=pivots)
+        if variant == "prior":
+            pivots = _count("pivots", 8 if pivots is None else pivots, lowest=1)
+            ratio = _DEFAULT_RATIO["dart"][""] if keep is None and ratio is None else ratio
+            return cls("dart", (PruneStep(k, "duplication", keep, ratio, pivots=pivots),))
+        image_pivots = _count("image_pivots", DART_IMAGE_PIVOTS if image_pivots is None else image_pivots, lowest=0)
+        text_pivots = _count("text_pivots", DART_TEXT_PIVOTS if text_pivots is None else text_pivots, lowest=0)
+        if image_pivots + text_pivots == 0:
+            raise ValueError("image_pivots=0 and text_pivots=0: DART needs at least one pivot")
+        keep = DART_KEEP if keep is None and ratio is None else keep
+        step = PruneStep(
+            k, "pivot_quota", keep, ratio, pivots=image_pivots, text_pivots=text_pivots, positions="original"
+        )
+        return cls("dart", (step,))
 
     @classmethod
     def pyramiddrop(
-        cls, layers: tuple[int, ...] | None = None, stages: int | None = None, ratio: float = 0.5
+        cls,
+        layers: tuple[int, ...] | None = None,
+        stages: int | None = None,
+        ratio: float = 0.5,
+        variant: str = "authors",
     ) -> PruningConfig:
-        """PyramidDrop: before each of ``layers``, keep the share ``ratio`` of the image tokens still there,
-        ranked by the attention of the last prompt token (FastV's score).
+        """PyramidDrop: before each of ``layers``, keep ``int(n * ratio ** s)`` of the sample's ``n`` image tokens
+        at stage ``s``, ranked by the attention of the last prompt position.
 
-        Without ``layers``, ``stages`` stages (3 by default) split the model's depth evenly: layers 8/16/24 in
-        LLaVA-1.5-7B's 32, 10/20/30 in 13B's 40, 3/6/9 in the testbed's 12 (resolved by :meth:`for_depth`).
-        Stage ``s`` keeps ``ratio ** s`` of the sample's image tokens, rounded once, not stage by stage.
+        ``variant=authors`` (its ``pdrop_rank_drop``): that attention is computed with the projections of the
+        layer about to run, and the kept sequence is renumbered 0..n'-1. ``variant=prior``: the previous layer's
+        attention (FastV's score), original position ids, budgets rounded to the nearest count.
+
+        Without ``layers`` and ``stages`` the authors' 8/16/24 are used; ``stages=n`` instead splits the model's
+        depth evenly: 8/16/24 in LLaVA-1.5-7B's 32, 10/20/30 in 13B's 40, 3/6/9 in the testbed's 12 (resolved
+        by :meth:`for_depth`). Budgets count from the sample's image tokens, not stage by stage.
         """
+        variant = _check_variant("pyramiddrop", variant)
         if layers is not None and stages is not None:
             raise ValueError("give either layers (the pruning layers) or stages (spread over the depth), not both")
         if stages is not None and (isinstance(stages, bool) or not isinstance(stages, int) or stages < 1):
@@ -218,26 +338,56 @@ class PruningConfig:
         if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0 < ratio <= 1):
             raise ValueError(f"ratio={ratio!r} is out of range: it must be in (0, 1]")
         depth = None
-        if layers is None:
+        if layers is None and (stages is not None or variant == "prior"):
             stages = _DEFAULT_STAGES if stages is None else stages
             layers, depth = tuple(range(1, stages + 1)), stages + 1
+        elif layers is None:
+            layers = PYRAMIDDROP_LAYERS
         elif not layers or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in layers):
             raise ValueError(f"layers={_layer_list(layers)} is out of range: each must be an integer >= 1")
         elif any(a >= b for a, b in zip(layers, layers[1:])):
             raise ValueError(f"layers={_layer_list(layers)} must be strictly increasing")
-        steps = tuple(PruneStep(layer, "last_token", ratio=ratio**s) for s, layer in enumerate(layers, 1))
+        if variant == "authors":
+            rule = {"score": "next_layer_last_token", "positions": "renumber", "floor": True}
+        else:
+            rule = {"score": "last_token"}
+        steps = tuple(PruneStep(layer, ratio=ratio**s, **rule) for s, layer in enumerate(layers, 1))
         return cls("pyramiddrop", steps, depth)
 
     @classmethod
     def visionzip(
-        cls, keep: int | None = None, ratio: float | None = None, contextual: float = 10 / 64
+        cls,
+        dominant: int | None = None,
+        contextual: float | None = None,
+        keep: int | None = None,
+        ratio: float | None = None,
+        variant: str = "authors",
     ) -> PruningConfig:
-        """VisionZip-style: per image, keep ``keep`` (or ``ratio`` of its) tokens chosen in the vision tower,
-        the share ``contextual`` of them merged from the tokens not chosen (the paper's 10 of 64)."""
-        if not (isinstance(contextual, (int, float)) and not isinstance(contextual, bool) and 0 <= contextual < 1):
-            raise ValueError(f"contextual={contextual!r} is out of range: it must be in [0, 1)")
-        ratio = _DEFAULT_RATIO["visionzip"][""] if keep is None and ratio is None else ratio
-        return cls("visionzip", (PruneStep(0, "class_token", keep, ratio, contextual=contextual),))
+        """VisionZip, per image, chosen in the vision tower (:mod:`himap_lmms.pruning.visionzip`).
+
+        ``variant=authors`` (its ``visionzip(model, dominant, contextual)``): ``dominant`` tokens (the class
+        token and the ``dominant - 1`` patches it attends to most) and ``contextual`` merged ones go into the
+        language model in a row, numbered on from the text before them. Instead of the counts, ``ratio`` keeps
+        ``round(ratio * P)`` tokens of an image of ``P`` patches, split as the authors' 54 + 10 (so that one
+        preset fits images of any size; 0.1111 of 576 is their 54 + 10). ``variant=prior``: ``keep`` (or ``ratio``
+        of the image's) tokens, the share ``contextual`` of them merged, at their own slots and positions.
+        """
+        variant = _check_variant("visionzip", variant, dominant=dominant, keep=keep, ratio=ratio)
+        if variant == "prior":
+            contextual = 10 / 64 if contextual is None else contextual
+            if not (isinstance(contextual, (int, float)) and not isinstance(contextual, bool) and 0 <= contextual < 1):
+                raise ValueError(f"contextual={contextual!r} is out of range: it must be in [0, 1)")
+            ratio = _DEFAULT_RATIO["visionzip"][""] if keep is None and ratio is None else ratio
+            return cls("visionzip", (PruneStep(0, "class_token", keep, ratio, contextual=contextual),))
+        if ratio is not None:
+            if dominant is not None or contextual is not None:
+                raise ValueError("give either ratio or the counts dominant and contextual, not both")
+            share = VISIONZIP_CONTEXTUAL / (VISIONZIP_DOMINANT + VISIONZIP_CONTEXTUAL)
+            return cls("visionzip", (PruneStep(0, "visionzip", ratio=ratio, contextual=share, positions="renumber"),))
+        dominant = _count("dominant", VISIONZIP_DOMINANT if dominant is None else dominant, lowest=1)
+        contextual = _count("contextual", VISIONZIP_CONTEXTUAL if contextual is None else contextual, lowest=0)
+        step = PruneStep(0, "visionzip", keep=dominant + contextual, merged=contextual, positions="renumber")
+        return cls("visionzip", (step,))
 
     @classmethod
     def pool(cls, ratio: float | None = None) -> PruningConfig:
@@ -257,21 +407,15 @@ class PruningConfig:
         ``num_layers``, a layer the user typed is checked against the depth before the steps are compared with
         each other: ``k1=20`` on a 12-layer model is named as out of range, not blamed on the default ``k2=8``.
         """
-        if method not in _METHOD_ARGS:
-            raise ValueError(f"method={method!r} is not known: choose one of {', '.join(METHODS)}")
-        allowed = _METHOD_ARGS[method]
-        unknown = sorted(set(args) - set(allowed))
-        if unknown:
-            takes = ", ".join(allowed) if allowed else "no pruning arguments"
-            raise ValueError(f"{unknown[0]} is not an argument of method={method} (it takes {takes})")
-        values = {name: _coerce(name, value) for name, value in args.items()}
+        spec = method_spec(method)
+        values = spec.parse(args)
         if num_layers is not None:
             for name, value in values.items():
                 layers = value if name == "layers" else (value,) if name in ("k", "k1", "k2") else ()
                 if any(isinstance(layer, int) and layer >= num_layers for layer in layers):
                     given = f"layers={_layer_list(value)}" if name == "layers" else f"{name}={value}"
                     raise _beyond_depth(given, num_layers)
-        config = getattr(cls, method)(**values)
+        config = spec.build(**values)
         return config if num_layers is None else config.for_depth(num_layers)
 
     def for_depth(self, num_layers: int) -> PruningConfig:
@@ -328,13 +472,28 @@ class PruningConfig:
                 f"stages={len(self.steps)}" if self.depth else f"layers={_layer_list([s.layer for s in self.steps])}"
             )
             parts = [where, f"ratio={first.ratio}"]
-        elif self.method in ("input", "visionzip", "pool"):  # before layer 0: no layer to name
+        elif first.score == "visionzip" and first.keep is not None:
+            parts = [f"dominant={first.keep - first.merged}", f"contextual={first.merged}"]
+        elif first.score == "visionzip":  # a ratio, split as the authors' 54 + 10
             parts = [_budget(first)]
+        elif self.method in ("input", "visionzip", "pool"):  # before layer 0: no layer to name
+            parts = [_budget(first), *([f"contextual={first.contextual}"] if self.method == "visionzip" else [])]
         else:
             parts = [f"k{step.suffix}={step.layer},{_budget(step)}" for step in self.steps]
-        parts += {"random": [f"seed={first.seed}"], "dart": [f"pivots={first.pivots}"]}.get(self.method, [])
-        parts += [f"contextual={first.contextual}"] if self.method == "visionzip" else []
+        if first.score == "pivot_quota":
+            parts += [f"image_pivots={first.pivots}", f"text_pivots={first.text_pivots}"]
+        elif self.method == "dart":
+            parts += [f"pivots={first.pivots}"]
+        parts += [f"seed={first.seed}"] if self.method == "random" else []
+        parts += ["variant=prior"] if self.variant == "prior" else []
         return f"{self.method}({','.join(parts)})"
+
+    @property
+    def variant(self) -> str | None:
+        """``authors`` or ``prior`` for DART, PyramidDrop and VisionZip (read off the steps' scores), else None."""
+        if self.method not in _VARIANT_METHODS or not self.steps:
+            return None
+        return "prior" if self.steps[0].score in ("duplication", "last_token", "class_token") else "authors"
 
 
 def _beyond_depth(given: str, num_layers: int) -> ValueError:
@@ -347,6 +506,28 @@ def pooled_side(side: int, ratio: float) -> int:
     """Side of the grid that ``method=pool`` averages a ``side x side`` grid down to for the share ``ratio``
     kept: the nearest whole side, at least 1 (12 of 24 at 0.25, 8 at 1/9)."""
     return max(1, min(side, round(side * math.sqrt(ratio))))
+
+
+def _check_variant(method: str, variant: str, **given: Any) -> str:
+    """``variant`` itself, once known and once every argument given (not None) belongs to it."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant={variant!r} is not known: choose one of {', '.join(VARIANTS)}")
+    takes = _VARIANT_ARGS.get(method, {}).get(variant)
+    for name, value in given.items():
+        if value is not None and takes is not None and name not in takes:
+            raise ValueError(
+                f"{name} is not an argument of method={method},variant={variant} (it takes {', '.join(takes)})"
+            )
+    return variant
+
+
+def _count(name: str, value: Any, lowest: int) -> int:
+    """``value`` as an int >= ``lowest`` (a float such as 10.0, from a model_arg shared with a share, is one)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        raise ValueError(f"{name}={value!r} is out of range: it must be an integer >= {lowest}")
+    return value
 
 
 def _budget(step: PruneStep) -> str:
@@ -369,16 +550,23 @@ def _coerce(name: str, value: Any) -> Any:
             return tuple(parse_int(name, part) for part in parts)
         except ValueError:
             raise ValueError(f"layers={value!r} is not a list of layers such as 8/16/24") from None
+    if name == "variant":
+        return value
     return parse_float(name, value) if name.startswith("ratio") or name == "contextual" else parse_int(name, value)
 
 
-# Every model_arg that says how to prune: ``method`` and each method's knobs. The leaderboard compares a pruned
-# run with the vanilla run whose other model_args are the same, so it reads this list too.
-PRUNING_ARGUMENTS = frozenset({"method"} | {name for method_args in _METHOD_ARGS.values() for name in method_args})
+def builtin_specs() -> list[MethodSpec]:
+    """The methods this module builds, as :class:`MethodSpec` (VisionZip's input merge is added where it lives,
+    :mod:`himap_lmms.pruning.builtin`)."""
+    return [
+        MethodSpec(name, _METHOD_ARGS[name], getattr(PruningConfig, name), _TITLES[name], coerce=_coerce)
+        for name in METHODS
+    ]
 
 
 def split_pruning_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Separate pruning arguments (method and every method's knobs) from the rest of model_args."""
-    pruning = {k: v for k, v in args.items() if k in PRUNING_ARGUMENTS}
-    rest = {k: v for k, v in args.items() if k not in PRUNING_ARGUMENTS}
+    known = pruning_arguments()
+    pruning = {k: v for k, v in args.items() if k in known}
+    rest = {k: v for k, v in args.items() if k not in known}
     return pruning, rest

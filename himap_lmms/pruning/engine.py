@@ -4,13 +4,14 @@
 changing it. Its prefill is the loop of transformers' ``LlamaModel.forward`` (hidden states, rotary position
 embeddings, mask, KV cache, one call per decoder layer) with one addition: before a pruning layer, image
 tokens are scored from the previous layer's attention (:mod:`himap_lmms.pruning.scoring`) and the sequence is
-compacted to the kept tokens. Kept tokens stay in order and keep their position ids, so RoPE sees the
-positions the unpruned model would. Layers after a step cache only the kept tokens; decoding then runs each
-new token through every layer against whatever that layer cached, so pruning happens once, in the prefill.
-Methods differ only in the score of a step: DART's reads the previous layer's keys and the hidden states,
-and VisionZip-style selection is made in the vision tower (:mod:`himap_lmms.pruning.visionzip`) and pooling
-on the projected features (:mod:`himap_lmms.pruning.pool`), so their step before layer 0 just keeps the
-placeholder slots chosen there.
+compacted to the kept tokens. Kept tokens stay in order and keep their position ids (RoPE sees the positions
+the unpruned model would), unless the step renumbers them 0..n'-1 as PyramidDrop's and VisionZip's authors do;
+decoding then continues each run of layers' own numbering. Layers after a step cache only the kept tokens;
+decoding runs each new token through every layer against whatever that layer cached, so pruning happens once,
+in the prefill. Methods differ only in the score of a step (the built-in rules here, an installed method's
+through :mod:`himap_lmms.pruning.registry`): DART's reads the previous layer's keys and normed output,
+PyramidDrop's the next layer's projections, and VisionZip's selection is made in the vision tower (its spec's
+``embed``, :mod:`himap_lmms.pruning.visionzip`), so its step before layer 0 keeps the slots chosen there.
 
 Batches are left-padded as transformers pads for generation. Each sample is ranked on its own scores and
 keeps its own budget; when samples end up with different lengths the shorter ones are left-padded again.
@@ -45,8 +46,10 @@ from himap_lmms.llava_forward import (
     last_token_logits,
     position_ids_of,
 )
-from himap_lmms.pruning.config import ATTENTION_SCORES, INPUT_SCORES, PruningConfig
-from himap_lmms.pruning.pool import check_pool, pool_embeddings
+from himap_lmms.pruning.config import ATTENTION_SCORES, PruneStep, PruningConfig
+from himap_lmms.pruning.dart import pivot_quota_keep
+from himap_lmms.pruning.pyramiddrop import next_layer_last_token_scores
+from himap_lmms.pruning.registry import ScoreContext, method_spec, score_rule
 from himap_lmms.pruning.scoring import (
     COMPACT_LABEL,
     SCORE_LABEL,
@@ -56,7 +59,6 @@ from himap_lmms.pruning.scoring import (
     score_image_tokens,
     select_top,
 )
-from himap_lmms.pruning.visionzip import check_visionzip, visionzip_embeddings
 
 AttentionEdit = Callable[[int, torch.Tensor], torch.Tensor]
 """``(layer index, allowed) -> allowed``: which edges a layer keeps, given its causal ``(batch, q, kv)`` bool.
@@ -100,12 +102,16 @@ class DecodeState:
 
     A segment is a run of layers that share one sequence (the layers between two pruning steps). Its keys
     are tracked only when it has padding; otherwise every decoding step attends to all of them, mask-free.
+    ``position`` is the last position id of the unpruned prompt; a segment after a step that renumbered the
+    kept tokens (PyramidDrop, VisionZip) sees new tokens ``segment_shift`` positions earlier (``(batch, 1)``,
+    None: no shift), so that they follow on from its own numbering.
     """
 
     cache: DynamicCache
     segment_of_layer: list[int]
     segment_valid: list[torch.Tensor | None]
     position: torch.Tensor
+    segment_shift: list[torch.Tensor | None] = field(default_factory=list)
 
 
 @dataclass
@@ -150,10 +156,9 @@ class PrunedLlava:
         self.attention_edit = attention_edit
         self.logits_dtype = logits_dtype
         check_attention(model, "the pruning engine")
-        if config.method == "visionzip":
-            check_visionzip(model)
-        elif config.method == "pool":
-            check_pool(model)
+        self.spec = method_spec(config.method)
+        if self.spec.check is not None:
+            self.spec.check(model)
         # SDPA applies the causal mask itself when given none; eager attention only adds the mask it is given.
         self._explicit_causal_mask = self.language_model.config._attn_implementation == "eager"
         self.image_token_id = model.config.image_token_id
@@ -173,10 +178,9 @@ class PrunedLlava:
         valid = attention_mask.bool()
         if not bool(valid[:, -1].all()):
             raise ValueError("attention_mask has right padding: pad prompts on the left (padding_side='left')")
-        if self.config.method == "visionzip":
-            hidden, chosen = visionzip_embeddings(self.model, input_ids, pixel_values, self.config.steps[0])
-        elif self.config.method == "pool":
-            hidden, chosen = pool_embeddings(self.model, input_ids, pixel_values, image_sizes, self.config.steps[0])
+        chosen = None  # the slots a method that chooses before the language model (VisionZip, pool) picks
+        if self.spec.embed is not None:
+            hidden, chosen = self.spec.embed(self.model, input_ids, pixel_values, image_sizes, self.config.steps[0])
         else:
             hidden = embed_multimodal(self.model, input_ids, pixel_values, image_sizes)
         batch, length = input_ids.shape
@@ -191,33 +195,32 @@ class PrunedLlava:
         state = DecodeState(cache=cache, segment_of_layer=[], segment_valid=[], position=position_ids[:, -1:])
         prompt_tokens = valid.sum(dim=1)
         segment_tokens, kept = [], []
-        position_embeddings, mask = self._start_segment(state, segment_tokens, hidden, position_ids, valid)
+        shift = None  # how far a renumbering step moved the last position back (None: not at all)
+        position_embeddings, mask = self._start_segment(state, segment_tokens, hidden, position_ids, valid, shift)
         layer_input = hidden
         for index, layer in enumerate(lm.layers):
             step = steps.get(index)
             if step is not None:
                 with record_function(SCORE_LABEL):
                     budget = torch.tensor([step.budget(n) for n in num_image], device=valid.device)
-                    if step.score in ATTENTION_SCORES:
-                        scores = score_image_tokens(
-                            step.score,
-                            lm.layers[index - 1],
-                            layer_input,
-                            cache.layers[index - 1].keys,
-                            position_embeddings,
-                            valid,
-                            is_image,
-                            is_text,
-                        )
-                    elif step.score == "duplication":
-                        keys = cache.layers[index - 1].keys
-                        scores = duplication_scores(hidden, keys, is_image, budget, step.pivots)
-                    elif step.score in INPUT_SCORES:  # chosen before the language model, per image
-                        scores, budget = chosen.float(), chosen.sum(dim=1)
-                    else:
-                        scores = positional_scores(step.score, is_image, budget, step.seed)
+                    ranked = self._rank(
+                        step,
+                        index,
+                        cache,
+                        hidden,
+                        layer_input,
+                        position_ids,
+                        position_embeddings,
+                        valid,
+                        is_image,
+                        is_text,
+                        budget,
+                        chosen,
+                    )
                 with record_function(TOP_K_LABEL):
-                    keep = (valid & ~is_image) | select_top(scores, is_image, budget)
+                    if ranked.dtype != torch.bool:  # scores: keep each sample's best ``budget``
+                        ranked = select_top(ranked, is_image, budget)
+                    keep = (valid & ~is_image) | ranked
                 with record_function(COMPACT_LABEL):
                     order = _compact_order(keep)
                     hidden = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))
@@ -226,8 +229,13 @@ class PrunedLlava:
                     )
                     valid = keep.gather(1, order)
                     is_image, is_text = is_image & valid, is_text & valid
+                    if step.positions == "renumber":
+                        position_ids = position_ids_of(valid)
+                        shift = state.position - position_ids[:, -1:]
                 kept.append((source, is_image))
-                position_embeddings, mask = self._start_segment(state, segment_tokens, hidden, position_ids, valid)
+                position_embeddings, mask = self._start_segment(
+                    state, segment_tokens, hidden, position_ids, valid, shift
+                )
             state.segment_of_layer.append(len(segment_tokens) - 1)
             layer_input = hidden
             hidden = layer(
@@ -245,6 +253,72 @@ class PrunedLlava:
         )
         return self._logits(hidden), state, stats
 
+    def _rank(
+        self,
+        step: PruneStep,
+        index: int,
+        cache: DynamicCache,
+        hidden: torch.Tensor,
+        layer_input: torch.Tensor,
+        position_ids: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        valid: torch.Tensor,
+        is_image: torch.Tensor,
+        is_text: torch.Tensor,
+        budget: torch.Tensor,
+        chosen: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``(batch, n)`` scores of the image tokens before layer ``index`` (the best ``budget`` go on), or, for
+        rules that choose rather than rank (DART's quotas, VisionZip's tower), a bool mask of those kept.
+
+        ``hidden`` is what layer ``index`` is about to read (layer ``index - 1``'s output), ``layer_input`` what
+        layer ``index - 1`` read, ``chosen`` the slots picked in the vision tower (VisionZip).
+        """
+        lm = self.language_model
+        if chosen is not None:  # chosen before the language model (the method's ``embed``, e.g. VisionZip)
+            return chosen
+        if step.score in ATTENTION_SCORES:
+            keys = cache.layers[index - 1].keys
+            scores = score_image_tokens(
+                step.score, lm.layers[index - 1], layer_input, keys, position_embeddings, valid, is_image, is_text
+            )
+        elif step.score == "next_layer_last_token":
+            scores = next_layer_last_token_scores(lm.layers[index], hidden, position_embeddings, valid)
+        elif step.score == "pivot_quota":
+            quota = torch.tensor([step.pivot_quota(int(n)) for n in is_image.sum(dim=1)])
+            return pivot_quota_keep(
+                lm.norm(hidden),
+                cache.layers[index - 1].keys,
+                position_ids,
+                is_image,
+                is_text,
+                step.pivots,
+                step.text_pivots,
+                quota,
+                lm.layers[index - 1].self_attn.num_key_value_groups,
+            )
+        elif step.score == "duplication":
+            scores = duplication_scores(hidden, cache.layers[index - 1].keys, is_image, budget, step.pivots)
+        elif step.score in ("random", "uniform"):
+            scores = positional_scores(step.score, is_image, budget, step.seed)
+        else:  # a rule an installed method declares (himap_lmms.pruning.registry)
+            context = ScoreContext(
+                step,
+                index,
+                lm,
+                cache,
+                hidden,
+                layer_input,
+                position_ids,
+                position_embeddings,
+                valid,
+                is_image,
+                is_text,
+                budget,
+            )
+            scores = score_rule(step.score)(context)
+        return scores
+
     @torch.no_grad()
     def decode(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one new token per sample (``(batch, 1)``) through the cached layers; returns its logits."""
@@ -252,6 +326,8 @@ class PrunedLlava:
         hidden = self.model.get_input_embeddings()(tokens)
         state.position = state.position + 1
         position_embeddings = lm.rotary_emb(hidden, state.position)
+        shifted = [None if shift is None else state.position - shift for shift in state.segment_shift]
+        shifted_embeddings = [None if p is None else lm.rotary_emb(hidden, p) for p in shifted]
         new_key = torch.ones_like(tokens, dtype=torch.bool)
         state.segment_valid = [None if v is None else torch.cat([v, new_key], dim=1) for v in state.segment_valid]
         masks = [None if v is None else self._mask(v, 1, padded=True) for v in state.segment_valid]
@@ -260,10 +336,12 @@ class PrunedLlava:
             hidden = layer(
                 hidden,
                 attention_mask=self._layer_mask(index, masks[segment], state.segment_valid[segment], 1),
-                position_ids=state.position,
+                position_ids=state.position if shifted[segment] is None else shifted[segment],
                 cache=state.cache,
                 use_cache=True,
-                position_embeddings=position_embeddings,
+                position_embeddings=position_embeddings
+                if shifted_embeddings[segment] is None
+                else shifted_embeddings[segment],
             )
         return self._logits(hidden)
 
@@ -328,9 +406,11 @@ class PrunedLlava:
         hidden: torch.Tensor,
         position_ids: torch.Tensor,
         valid: torch.Tensor,
+        shift: torch.Tensor | None,
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
         """Bookkeeping where a run of layers with a new sequence begins; returns its rotary embeddings and mask."""
         padded = not bool(valid.all())
+        state.segment_shift.append(shift)
         # An attention edit is handed every key's validity, so the keys are tracked even without padding.
         state.segment_valid.append(valid if padded or self.attention_edit is not None else None)
         segment_tokens.append(valid.sum(dim=1))
