@@ -188,4 +188,6 @@ def test_a_typed_layer_is_checked_against_the_depth_before_the_order(args: dict,
 
 
 def test_from_args_with_a_depth_is_the_bound_schedule() -> None:
-    assert PruningConfig.from_args("pyramiddrop", num_layers=12) == PruningConfig.pyramiddrop().for_depth(12)
+    bound = PruningConfig.pyramiddrop(stages=3).for_depth(12)
+    assert PruningConfig.from_args("pyramiddrop", stages="3", num_layers=12) == bound
+    assert [step.layer for step in bound.steps] == [3, 6, 9]
