@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from himap_lmms.compat import dtype_argument
 from himap_lmms.llava_forward import SUPPORTED_ATTENTION
 from himap_lmms.tiny_llava import build_tiny_llava
 
@@ -106,12 +107,12 @@ def processor(tiny_llava_dir: Path):
 @pytest.fixture(scope="session")
 def model64(tiny_llava_dir: Path) -> LlavaForConditionalGeneration:
     """float64 SDPA model: rankings of near-uniform random attention are then stable across code paths."""
-    return LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, dtype=torch.float64).eval()
+    return LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, **dtype_argument(torch.float64)).eval()
 
 
 def load_model(tiny_llava_dir: Path, target: EngineTarget, attention: str) -> LlavaForConditionalGeneration:
     model = LlavaForConditionalGeneration.from_pretrained(
-        tiny_llava_dir, dtype=target.dtype, attn_implementation=attention
+        tiny_llava_dir, **dtype_argument(target.dtype), attn_implementation=attention
     )
     return model.to(target.device).eval()
 

@@ -20,6 +20,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import LlavaForConditionalGeneration
 
+from himap_lmms.compat import cached_keys_values, language_model_of, projector_of, vision_tower_of
 from himap_lmms.pruning import PRUNING_LABELS, PrunedLlava, PruningConfig
 from himap_lmms.shapes import LlavaShape
 
@@ -88,7 +89,7 @@ def count_prefill(
     with LiveTensorMemory() as memory, counter:
         out = PrunedLlava(model, config).generate(**inputs, max_new_tokens=1, return_cache=True)
     counts = counter.get_flop_counts()
-    layer_class = type(model.model.language_model.layers[0]).__name__
+    layer_class = type(language_model_of(model).layers[0]).__name__
     if layer_class not in counts:
         raise RuntimeError(f"FlopCounterMode saw no {layer_class}: its module names are {sorted(counts)}")
     tokens = out.stats.tokens_per_layer
@@ -98,7 +99,7 @@ def count_prefill(
     def total(key: str) -> float:
         return float(sum(counts.get(key, {}).values()))
 
-    vision_parts = (type(model.model.vision_tower).__name__, type(model.model.multi_modal_projector).__name__)
+    vision_parts = (type(vision_tower_of(model)).__name__, type(projector_of(model)).__name__)
     return {
         "tokens_per_layer": tokens[0].tolist(),
         "flops_decoder_layers": total(layer_class),
@@ -107,7 +108,7 @@ def count_prefill(
         "flops_whole_prefill": total("Global"),
         "attention_ops_counted": [str(op) for op in counts[layer_class] if "attention" in str(op) or "bmm" in str(op)],
         "peak_live_tensor_bytes": memory.peak,
-        "kv_cache_bytes": sum(layer.keys.nbytes + layer.values.nbytes for layer in out.cache.layers),
+        "kv_cache_bytes": sum(keys.nbytes + values.nbytes for keys, values in cached_keys_values(out.cache)),
     }
 
 

@@ -34,6 +34,7 @@ import torch
 from torch.profiler import record_function
 from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 
+from himap_lmms.compat import cached_keys_values, call_decoder_layer, check_decoder_cache, image_token_id, new_cache
 from himap_lmms.cost import Convention, PrefillCost, prefill_cost
 from himap_lmms.llava_forward import (
     additive_mask,
@@ -148,11 +149,12 @@ class PrunedLlava:
         self.attention_edit = attention_edit
         self.logits_dtype = logits_dtype
         check_attention(model, "the pruning engine")
+        check_decoder_cache(self.language_model)
         if config.method == "visionzip":
             check_visionzip(model)
         # SDPA applies the causal mask itself when given none; eager attention only adds the mask it is given.
         self._explicit_causal_mask = self.language_model.config._attn_implementation == "eager"
-        self.image_token_id = model.config.image_token_id
+        self.image_token_id = image_token_id(model.config)
 
     @torch.no_grad()
     def prefill(
@@ -181,7 +183,7 @@ class PrunedLlava:
         num_image = is_image.sum(dim=1).tolist()
         steps = {step.layer: step for step in self.config.steps}
 
-        cache = DynamicCache(config=lm.config)
+        cache = new_cache(lm.config)
         state = DecodeState(cache=cache, segment_of_layer=[], segment_valid=[], position=position_ids[:, -1:])
         prompt_tokens = valid.sum(dim=1)
         segment_tokens, kept = [], []
@@ -197,14 +199,14 @@ class PrunedLlava:
                             step.score,
                             lm.layers[index - 1],
                             layer_input,
-                            cache.layers[index - 1].keys,
+                            cached_keys_values(cache)[index - 1][0],
                             position_embeddings,
                             valid,
                             is_image,
                             is_text,
                         )
                     elif step.score == "duplication":
-                        keys = cache.layers[index - 1].keys
+                        keys = cached_keys_values(cache)[index - 1][0]
                         scores = duplication_scores(hidden, keys, is_image, budget, step.pivots)
                     elif step.score == "class_token":  # chosen in the vision tower, per image
                         scores, budget = chosen.float(), chosen.sum(dim=1)
@@ -224,12 +226,12 @@ class PrunedLlava:
                 position_embeddings, mask = self._start_segment(state, segment_tokens, hidden, position_ids, valid)
             state.segment_of_layer.append(len(segment_tokens) - 1)
             layer_input = hidden
-            hidden = layer(
+            hidden = call_decoder_layer(
+                layer,
                 hidden,
+                cache,
                 attention_mask=self._layer_mask(index, mask, valid),
                 position_ids=position_ids,
-                cache=cache,
-                use_cache=True,
                 position_embeddings=position_embeddings,
             )
         stats = PrefillStats(
@@ -251,12 +253,12 @@ class PrunedLlava:
         masks = [None if v is None else self._mask(v, 1, padded=True) for v in state.segment_valid]
         for index, layer in enumerate(lm.layers):
             segment = state.segment_of_layer[index]
-            hidden = layer(
+            hidden = call_decoder_layer(
+                layer,
                 hidden,
+                state.cache,
                 attention_mask=self._layer_mask(index, masks[segment], state.segment_valid[segment], 1),
                 position_ids=state.position,
-                cache=state.cache,
-                use_cache=True,
                 position_embeddings=position_embeddings,
             )
         return self._logits(hidden)

@@ -26,6 +26,7 @@ import torch
 from torch.profiler import record_function
 from transformers import PreTrainedModel
 
+from himap_lmms.compat import image_token_id, projector_of, vision_encoder_layers, vision_tower_of
 from himap_lmms.llava_forward import write_image_features
 from himap_lmms.pruning.config import PruneStep
 from himap_lmms.pruning.scoring import SCORE_LABEL, select_top
@@ -57,7 +58,7 @@ def feature_index(model: PreTrainedModel) -> int:
     """Index in the tower's ``hidden_states`` of the features LLaVA reads; tower layer ``index - 1`` makes them
     (LLaVA-1.5's -2 is the output of the second-to-last layer)."""
     layer = model.config.vision_feature_layer
-    return layer if layer >= 0 else len(model.model.vision_tower.encoder.layers) + 1 + layer
+    return layer if layer >= 0 else len(vision_encoder_layers(vision_tower_of(model))) + 1 + layer
 
 
 def visionzip_embeddings(
@@ -72,8 +73,8 @@ def visionzip_embeddings(
     if pixel_values is None or pixel_values.numel() == 0:
         return embeds, chosen
     features, selected = select_tokens(model, pixel_values.to(embeds.dtype), step)
-    embeds = write_image_features(model, input_ids, embeds, model.model.multi_modal_projector(features).flatten(0, 1))
-    chosen[input_ids == model.config.image_token_id] = selected.flatten().to(chosen.device)
+    embeds = write_image_features(model, input_ids, embeds, projector_of(model)(features).flatten(0, 1))
+    chosen[input_ids == image_token_id(model.config)] = selected.flatten().to(chosen.device)
     return embeds, chosen
 
 
@@ -82,7 +83,7 @@ def select_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, P, vision_hidden)`` tower features with the contextual tokens written over their targets,
     and ``(images, P)`` the slots kept (dominant and targets)."""
-    tower = model.model.vision_tower
+    tower = vision_tower_of(model)
     states = tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
     # The tower runs for every method; what VisionZip adds to it is labelled as its score.
     with record_function(SCORE_LABEL):
@@ -93,10 +94,10 @@ def _select(
     model: PreTrainedModel, states: tuple[torch.Tensor, ...], step: PruneStep
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`select_tokens` on the tower's hidden states: the dominant patches, then the merged ones."""
-    tower = model.model.vision_tower
+    tower = vision_tower_of(model)
     feature = feature_index(model)
     features = states[feature][:, 1:].clone()
-    class_attention, keys = _class_attention_and_keys(tower.encoder.layers[feature - 1], states[feature - 1])
+    class_attention, keys = _class_attention_and_keys(vision_encoder_layers(tower)[feature - 1], states[feature - 1])
     images, patches = class_attention.shape
     total = step.budget(patches)
     contextual = round(step.contextual * total)
