@@ -71,6 +71,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# The tests scripts/test_transformers_matrix.sh repeats on every transformers of the CI matrix: engine and method
+# tests on the tiny LLaVA (through `target`, `model`, `eager_model` or `model64`) join it by that, whatever their
+# file; the adapter's, LLaVA-NeXT's and the later methods' files also by a `pytestmark` of their own.
+MATRIX_FIXTURES = {"target", "model64"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MATRIX_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.transformers_matrix)
+
+
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config, record_testsuite_property) -> EngineTarget:
     """The ``--engine-*`` options, also written to a JUnit report, which himap_lmms/gpu_check.py checks against."""

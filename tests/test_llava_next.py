@@ -23,6 +23,8 @@ from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE
 from himap_lmms.pruning import PrunedLlava, PruningConfig
 from himap_lmms.tiny_llava import build_tokenizer
 
+pytestmark = pytest.mark.transformers_matrix  # the adapter's and LLaVA-NeXT's tests, on every version
+
 PINPOINTS = [[56, 112], [112, 56], [112, 112]]
 
 

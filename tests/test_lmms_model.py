@@ -17,6 +17,8 @@ from transformers import LlavaForConditionalGeneration
 from himap_lmms.compat import dtype_argument
 from himap_lmms.lmms_model import HimapLlava
 
+pytestmark = pytest.mark.transformers_matrix  # the adapter's and LLaVA-NeXT's tests, on every version
+
 TASK, SPLIT = "toy", "test"
 LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
 

@@ -30,6 +30,8 @@ from himap_lmms.cost import prefill_cost
 from himap_lmms.pruning import PrunedLlava, PruningConfig
 from himap_lmms.tiny_llava import TINY_CHECKPOINT, build_tiny_llava
 
+pytestmark = pytest.mark.transformers_matrix  # every method test, on every transformers of CI's matrix
+
 LAYERS = 12
 IMAGE_TOKENS = 576
 STEPS = 2
