@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import transformers
 from packaging.version import Version
+from safetensors.torch import load_file, save_file
 from transformers import DynamicCache, PretrainedConfig, PreTrainedModel, ProcessorMixin
 
 VERSION = Version(transformers.__version__)
@@ -176,6 +177,38 @@ def dtype_argument(dtype: torch.dtype | str) -> dict[str, torch.dtype | str]:
 def without_token_type_ids(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``inputs`` less `token_type_ids`, which generic fast tokenizers return up to 4.57 and generation rejects."""
     return {name: value for name, value in inputs.items() if name != "token_type_ids"}
+
+
+def save_model(model: PreTrainedModel, out_dir: str | Path) -> None:
+    """``model.save_pretrained(out_dir)``, then :func:`portable_weight_names` on what it wrote."""
+    model.save_pretrained(out_dir)
+    portable_weight_names(out_dir)
+
+
+def portable_weight_names(checkpoint: str | Path) -> None:
+    """Store a LLaVA checkpoint's CLIP tower weights under the names every supported version loads.
+
+    From 5.6 the CLIP tower has no `vision_model` wrapper and `save_pretrained` writes `vision_tower.encoder...`;
+    before 5.6 those names match nothing, and loading leaves the whole tower randomly initialised with only a
+    warning. The hub's LLaVA checkpoints name them `vision_tower.vision_model...`, which 5.6 and later map too.
+    """
+    for path in sorted(Path(checkpoint).glob("*.safetensors")):
+        weights = load_file(path)
+        renamed = {_hub_weight_name(name): tensor for name, tensor in weights.items()}
+        if renamed.keys() != weights.keys():
+            save_file(renamed, path, metadata={"format": "pt"})
+    index = Path(checkpoint) / "model.safetensors.index.json"
+    if index.exists():
+        content = json.loads(index.read_text())
+        content["weight_map"] = {_hub_weight_name(name): file for name, file in content["weight_map"].items()}
+        index.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def _hub_weight_name(name: str) -> str:
+    tower = "vision_tower."
+    if name.startswith(tower) and not name.startswith(tower + "vision_model."):
+        return tower + "vision_model." + name[len(tower) :]
+    return name
 
 
 def save_processor(processor: ProcessorMixin, out_dir: str | Path) -> None:

@@ -25,7 +25,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from himap_lmms.compat import save_processor
+from himap_lmms.compat import save_model, save_processor
 from himap_lmms.prompting import SYSTEM_PROMPT, VICUNA_CHAT_TEMPLATE
 from himap_lmms.shapes import LlavaShape, llava_config
 
@@ -126,6 +126,6 @@ def build_tiny_llava(
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(build_config(shape, tokenizer))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out_dir)
+    save_model(model, out_dir)
     save_processor(processor, out_dir)
     return out_dir

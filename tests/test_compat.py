@@ -8,14 +8,16 @@ checked against the real classes of each version, not against a mock.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import QUESTIONS, draw_image, encode
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
 
-from himap_lmms import compat
-from himap_lmms.lmms_model import HimapLlava, _warn_if_untested_transformers
+from himap_lmms import compat, lmms_model
+from himap_lmms.lmms_model import HimapLlava
 from himap_lmms.pruning import PrunedLlava, PruningConfig
 from himap_lmms.testbed import TESTBED_PATH
 
@@ -55,13 +57,26 @@ def test_versions_outside_the_tested_range_are_named_untested(monkeypatch, relea
 
 
 def test_the_adapter_says_once_that_a_version_is_untested(tiny_llava_dir, monkeypatch, caplog) -> None:
-    monkeypatch.setattr(compat, "_RELEASE", (99, 0, 0))
-    _warn_if_untested_transformers.cache_clear()
+    monkeypatch.setattr(lmms_model, "untested_version_message", lambda: "transformers 99.0 is untested with himap-lmms")
+    lmms_model._warn_if_untested_transformers.cache_clear()
     with caplog.at_level(logging.WARNING, logger="himap_lmms.lmms_model"):
         for _ in range(2):
             HimapLlava(pretrained=str(tiny_llava_dir), device="cpu", dtype="float32")
-    _warn_if_untested_transformers.cache_clear()
+    lmms_model._warn_if_untested_transformers.cache_clear()
     assert sum("is untested with himap-lmms" in record.getMessage() for record in caplog.records) == 1
+
+
+def test_every_weight_of_a_checkpoint_is_loaded(tiny_llava_dir) -> None:
+    """Saved through :func:`compat.save_model`, the tiny checkpoint and the shipped testbed load every stored tensor
+    on every version: a CLIP tower saved under 5.6's names would stay randomly initialised before 5.6."""
+
+    def fingerprint(tensors) -> list[tuple[tuple[int, ...], float]]:
+        return sorted((tuple(t.shape), round(float(t.double().sum()), 6)) for t in tensors)
+
+    for checkpoint in (tiny_llava_dir, TESTBED_PATH):
+        stored = load_file(Path(checkpoint) / "model.safetensors")
+        model = LlavaForConditionalGeneration.from_pretrained(checkpoint, **compat.dtype_argument(torch.float32))
+        assert fingerprint(model.state_dict().values()) == fingerprint(stored.values()), checkpoint
 
 
 def test_checkpoints_processor_gives_the_models_inputs_only(tiny_llava_dir) -> None:

@@ -17,7 +17,7 @@ from transformers import (
     LlavaNextProcessor,
 )
 
-from himap_lmms.compat import dtype_argument, image_token_id, save_processor
+from himap_lmms.compat import dtype_argument, image_token_id, save_model, save_processor
 from himap_lmms.lmms_model import HimapLlava
 from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE
 from himap_lmms.pruning import PrunedLlava, PruningConfig
@@ -66,7 +66,7 @@ def next_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         vision_feature_layer=-1,
     )
     torch.manual_seed(0)
-    LlavaNextForConditionalGeneration(config).save_pretrained(out)
+    save_model(LlavaNextForConditionalGeneration(config), out)
     save_processor(processor, out)
     return out
 

@@ -48,7 +48,7 @@ from PIL import Image
 from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
 
-from himap_lmms.compat import projector_of, save_processor, vision_tower_of
+from himap_lmms.compat import projector_of, save_model, save_processor, vision_tower_of
 from himap_lmms.prompting import chat_prompt
 from himap_lmms.shapes import LlavaShape
 from himap_lmms.synthetic import BENCHMARKS, generate_records
@@ -404,6 +404,6 @@ def train(settings: TrainSettings, out: str | Path) -> dict[str, float]:
     final = accuracy(model, processor, checks)
     print(f"done in {(time.time() - started) / 60:.1f} min; check accuracy: {describe(final)}", flush=True)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
+    save_model(model, out)
     save_processor(processor, out)
     return final
