@@ -18,13 +18,14 @@ MATRIX=.venv-matrix
 # What pip resolves for `transformers==X lmms-eval==0.7.3` next to the base environment, pinned so that CI installs
 # the same every time. Keep the versions in step with TESTED_VERSIONS of himap_lmms/compat.py.
 declare -A PINS=(
+  [4.48.0]="transformers==4.48.0 tokenizers==0.21.4 huggingface_hub==0.36.2 datasets==5.0.1 fsspec==2026.6.0 sentence-transformers==5.7.0"
   [4.51.3]="transformers==4.51.3 tokenizers==0.21.4 huggingface_hub==0.36.2 datasets==5.0.1 fsspec==2026.6.0 sentence-transformers==5.7.0"
   [4.57.6]="transformers==4.57.6 tokenizers==0.22.2 huggingface_hub==0.36.2 datasets==5.0.1 fsspec==2026.6.0 sentence-transformers==5.7.0"
   [5.12.1]="transformers==5.12.1 tokenizers==0.22.2 huggingface_hub==1.33.0"
   [5.24.0]="transformers==5.24.0 tokenizers==0.23.3 huggingface_hub==2.4.0"
 )
 VERSIONS=("$@")
-[ ${#VERSIONS[@]} -gt 0 ] || VERSIONS=(4.51.3 4.57.6 5.12.1 5.24.0)
+[ ${#VERSIONS[@]} -gt 0 ] || VERSIONS=(4.48.0 4.57.6 5.12.1 5.24.0)
 export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 base_python="$BASE/bin/python"
