@@ -11,13 +11,10 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from himap_lmms.compat import image_features, image_token_id, language_model_of, lm_head_of
+
 # Kernels that accept an explicit 4D additive mask; FlashAttention takes only padding masks.
 SUPPORTED_ATTENTION = ("sdpa", "eager")
-
-
-def language_model_of(model: PreTrainedModel) -> torch.nn.Module:
-    """The ``LlamaModel``-like decoder of a transformers LLaVA / LLaVA-NeXT."""
-    return model.model.language_model
 
 
 def check_attention(model: PreTrainedModel, purpose: str) -> None:
@@ -39,10 +36,8 @@ def embed_multimodal(
     embeds = model.get_input_embeddings()(input_ids)
     if pixel_values is None or pixel_values.numel() == 0:
         return embeds
-    features = model.model.get_image_features(
-        pixel_values=pixel_values.to(embeds.dtype), image_sizes=image_sizes, return_dict=True
-    ).pooler_output
-    return write_image_features(model, input_ids, embeds, torch.cat(list(features), dim=0))
+    features = image_features(model, pixel_values.to(embeds.dtype), image_sizes)
+    return write_image_features(model, input_ids, embeds, features)
 
 
 def write_image_features(
@@ -50,8 +45,13 @@ def write_image_features(
 ) -> torch.Tensor:
     """``embeds`` with ``features`` (one row per image placeholder, in reading order) over the placeholders."""
     features = features.to(embeds.device, embeds.dtype)
-    mask = model.model.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=features)
-    return embeds.masked_scatter(mask, features)
+    placeholders = input_ids == image_token_id(model.config)
+    if int(placeholders.sum()) != features.shape[0]:
+        raise ValueError(
+            f"the prompts hold {int(placeholders.sum())} image placeholder tokens but the images give "
+            f"{features.shape[0]} feature rows: the processor and the model disagree on image tokens per image"
+        )
+    return embeds.masked_scatter(placeholders[..., None].expand_as(embeds).to(embeds.device), features)
 
 
 def position_ids_of(valid: torch.Tensor) -> torch.Tensor:
@@ -81,4 +81,4 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def last_token_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
     """Logits at the last position only, in the model's dtype: projecting the whole prompt is wasted work."""
-    return model.lm_head(language_model_of(model).norm(hidden[:, -1:]))[:, -1]
+    return lm_head_of(model)(language_model_of(model).norm(hidden[:, -1:]))[:, -1]

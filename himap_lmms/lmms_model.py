@@ -21,6 +21,7 @@ something else under the user's label.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -40,6 +41,7 @@ from PIL import Image
 from tqdm import tqdm
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
+from himap_lmms.compat import dtype_argument, image_token_id, untested_version_message, without_token_type_ids
 from himap_lmms.cost import CONVENTIONS, metric_name
 from himap_lmms.llava_forward import SUPPORTED_ATTENTION
 from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
@@ -110,6 +112,7 @@ class HimapLlava(lmms):
                 f"use one of {', '.join(SUPPORTED_ATTENTION)}"
             )
         _check_chat_template(chat_template)
+        _warn_if_untested_transformers()
         self.flops_convention = flops_convention
         self.batch_size_per_gpu = parse_int("batch_size", batch_size, minimum=1)
         self.max_new_tokens = parse_int("max_new_tokens", max_new_tokens, minimum=1)
@@ -145,7 +148,7 @@ class HimapLlava(lmms):
             .from_pretrained(
                 pretrained,
                 revision=revision,
-                dtype=dtype,
+                **dtype_argument(dtype),
                 attn_implementation=attn_implementation,
                 device_map=device_map or None,
             )
@@ -309,11 +312,11 @@ class HimapLlava(lmms):
                     f"of {self.context_length} (max_position_embeddings)"
                 )
         self._warn_unpruned_budgets(inputs["input_ids"])
-        return dict(inputs.to(self.device, self.model.dtype))
+        return without_token_type_ids(inputs.to(self.device, self.model.dtype))
 
     def _warn_unpruned_budgets(self, input_ids: torch.Tensor) -> None:
         """Warn once per run and argument when a count keeps every image token of a sample (it prunes nothing)."""
-        image_tokens = [n for n in (input_ids == self.model.config.image_token_id).sum(dim=1).tolist() if n]
+        image_tokens = [n for n in (input_ids == image_token_id(self.model.config)).sum(dim=1).tolist() if n]
         if not image_tokens:
             return
         for argument in self.pruning.budgets_keeping_all(min(image_tokens)):
@@ -448,6 +451,14 @@ def _torch_dtype(dtype: str) -> torch.dtype | str:
     if not isinstance(value, torch.dtype):
         raise ValueError(f"dtype={dtype!r} is not a torch dtype (try auto, float32, float16, bfloat16)")
     return value
+
+
+@functools.cache
+def _warn_if_untested_transformers() -> None:
+    """Say once per process (not per model or batch) that this transformers is outside the tested range."""
+    message = untested_version_message()
+    if message:
+        logger.warning(message)
 
 
 def _check_chat_template(chat_template: str) -> None:

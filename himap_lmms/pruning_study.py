@@ -56,6 +56,7 @@ from himap_lmms.comparison import (
     rests_on_minority,
     subset_accuracy,
 )
+from himap_lmms.compat import image_token_id
 from himap_lmms.cost import prefill_cost
 from himap_lmms.pareto_plot import Point, plot_pareto
 from himap_lmms.probes import answer_token_id, saliency_probe
@@ -195,7 +196,7 @@ def evaluate(
         inputs = encode(processor, chunk, benchmark, blank)
         out = engine.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, eos_token_id=processor.tokenizer.eos_token_id)
         texts = processor.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
-        image_tokens = (inputs["input_ids"] == model.config.image_token_id).sum(dim=1)
+        image_tokens = (inputs["input_ids"] == image_token_id(model.config)).sum(dim=1)
         text_tokens = inputs["attention_mask"].sum(dim=1) - image_tokens
         for doc, text, tokens, prompt, images, other in zip(
             chunk, texts, out.stats.tokens_per_layer, out.stats.prompt_tokens, image_tokens, text_tokens

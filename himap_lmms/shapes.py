@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
+from himap_lmms.compat import dtype_argument
+
 # LLaVA-1.5's prompt around the image: the reference code hard-codes 35 prefix tokens; a ScienceQA question with
 # its options, the instruction and "ASSISTANT:" is about 40 more (docs/method.md: "about 74" in all).
 PREFIX_TOKENS = 35
@@ -111,7 +113,7 @@ def llava_config(shape: LlavaShape, **text_config: Any) -> LlavaConfig:
             initializer_range=shape.init_std,
             **text_config,
         ),
-        image_token_id=shape.image_token_id,
+        image_token_index=shape.image_token_id,
         vision_feature_layer=shape.vision_feature_layer,
         image_seq_length=shape.num_image_tokens,
     )
@@ -132,7 +134,7 @@ def build_random_llava(
     torch.manual_seed(seed)
     with torch.device(device):
         model = LlavaForConditionalGeneration._from_config(
-            llava_config(shape), dtype=dtype, attn_implementation=attn_implementation
+            llava_config(shape), **dtype_argument(dtype), attn_implementation=attn_implementation
         )
     return model.eval()
 

@@ -25,6 +25,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from himap_lmms.compat import save_model, save_processor
 from himap_lmms.prompting import SYSTEM_PROMPT, VICUNA_CHAT_TEMPLATE
 from himap_lmms.shapes import LlavaShape, llava_config
 
@@ -82,6 +83,8 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int, isolate_newlines: bo
         extra_special_tokens={"image_token": "<image>"},
         padding_side="left",
         add_bos_token=False,
+        # Llama's own tokenizer returns just these; a generic one would add token_type_ids, which LLaVA never reads.
+        model_input_names=["input_ids", "attention_mask"],
     )
     fast.chat_template = VICUNA_CHAT_TEMPLATE
     return fast
@@ -123,6 +126,6 @@ def build_tiny_llava(
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(build_config(shape, tokenizer))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_model(model, out_dir)
+    save_processor(processor, out_dir)
     return out_dir

@@ -18,6 +18,7 @@ import torch
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
 
 from himap_lmms.cli import existing_directory, integer_at_least, output_directory
+from himap_lmms.compat import dtype_argument
 from himap_lmms.probes.disruption import FLOWS
 from himap_lmms.probes.sweep import parse_layers, plan_sweep, run_sweep, write_outputs
 from himap_lmms.scienceqa import load_local_split
@@ -62,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         dataset = dataset.select(range(min(args.limit, len(dataset))))
 
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-    model = LlavaForConditionalGeneration.from_pretrained(args.model, dtype=dtype, attn_implementation=args.attn)
+    model = LlavaForConditionalGeneration.from_pretrained(
+        args.model, **dtype_argument(dtype), attn_implementation=args.attn
+    )
     model = model.to(args.device).eval()
     processor = AutoProcessor.from_pretrained(args.model)
     rows = run_sweep(

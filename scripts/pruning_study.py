@@ -17,6 +17,7 @@ import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from himap_lmms.cli import existing_directory, integer_at_least, output_directory
+from himap_lmms.compat import dtype_argument
 from himap_lmms.pruning_study import run_study
 from himap_lmms.synthetic import BENCHMARKS, load_split
 from himap_lmms.testbed import DATA_ROOT, TESTBED_PATH
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = LlavaForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
+    model = LlavaForConditionalGeneration.from_pretrained(args.model, **dtype_argument(torch.float32)).eval()
     processor = AutoProcessor.from_pretrained(args.model)
     print(run_study(model, processor, splits, args.out, args.batch_size, args.saliency_examples))
 

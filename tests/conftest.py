@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+from himap_lmms.compat import dtype_argument
 from himap_lmms.llava_forward import SUPPORTED_ATTENTION
 from himap_lmms.tiny_llava import build_tiny_llava
 
@@ -70,6 +71,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# The tests scripts/test_transformers_matrix.sh repeats on every transformers of the CI matrix: engine and method
+# tests on the tiny LLaVA (through `target`, `model`, `eager_model` or `model64`) join it by that, whatever their
+# file; the adapter's, LLaVA-NeXT's and the later methods' files also by a `pytestmark` of their own.
+MATRIX_FIXTURES = {"target", "model64"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MATRIX_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.transformers_matrix)
+
+
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config, record_testsuite_property) -> EngineTarget:
     """The ``--engine-*`` options, also written to a JUnit report, which himap_lmms/gpu_check.py checks against."""
@@ -106,12 +119,12 @@ def processor(tiny_llava_dir: Path):
 @pytest.fixture(scope="session")
 def model64(tiny_llava_dir: Path) -> LlavaForConditionalGeneration:
     """float64 SDPA model: rankings of near-uniform random attention are then stable across code paths."""
-    return LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, dtype=torch.float64).eval()
+    return LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, **dtype_argument(torch.float64)).eval()
 
 
 def load_model(tiny_llava_dir: Path, target: EngineTarget, attention: str) -> LlavaForConditionalGeneration:
     model = LlavaForConditionalGeneration.from_pretrained(
-        tiny_llava_dir, dtype=target.dtype, attn_implementation=attention
+        tiny_llava_dir, **dtype_argument(target.dtype), attn_implementation=attention
     )
     return model.to(target.device).eval()
 

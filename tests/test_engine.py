@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import QUESTIONS, EngineTarget, draw_image, encode
 
+from himap_lmms.compat import call_decoder_layer, image_token_id, language_model_of, lm_head_of
 from himap_lmms.cost import layer_flops, prefill_cost
 from himap_lmms.pruning import PrunedLlava, PruningConfig
 
@@ -42,7 +43,7 @@ def merged_embeddings(model, inputs: dict) -> torch.Tensor:
     def grab(module, args, kwargs):
         captured["embeds"] = kwargs["inputs_embeds"]
 
-    handle = model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
+    handle = language_model_of(model).register_forward_pre_hook(grab, with_kwargs=True)
     with torch.no_grad():
         model(**inputs)
     handle.remove()
@@ -51,7 +52,7 @@ def merged_embeddings(model, inputs: dict) -> torch.Tensor:
 
 def run_layers(model, hidden, positions, layers) -> tuple[torch.Tensor, torch.Tensor]:
     """Full-sequence eager forward through ``layers``; returns hidden states and the last layer's attention."""
-    lm = model.model.language_model
+    lm = language_model_of(model)
     n = hidden.shape[1]
     mask = torch.full((n, n), torch.finfo(hidden.dtype).min, dtype=hidden.dtype, device=hidden.device)
     mask = mask.triu(1)[None, None]
@@ -60,7 +61,9 @@ def run_layers(model, hidden, positions, layers) -> tuple[torch.Tensor, torch.Te
     for index in layers:
         layer = lm.layers[index]
         handle = layer.self_attn.register_forward_hook(lambda m, a, out: captured.update(attn=out[1]))
-        hidden = layer(hidden, attention_mask=mask, position_ids=positions[None], position_embeddings=embeddings)
+        hidden = call_decoder_layer(
+            layer, hidden, attention_mask=mask, position_ids=positions[None], position_embeddings=embeddings
+        )
         handle.remove()
     return hidden, captured.get("attn")
 
@@ -74,7 +77,7 @@ def reference_ranking(
     step is scored on the sequence the engine had even where rounding made the two choose differently before.
     """
     ids = inputs["input_ids"][0]
-    image = (ids == model.config.image_token_id).nonzero().flatten()
+    image = (ids == image_token_id(model.config)).nonzero().flatten()
     device = ids.device
     text = torch.arange(int(image.max()) + 1, len(ids), device=device)
     index = torch.arange(len(ids), device=device)
@@ -127,7 +130,7 @@ def assert_reference_top_k(target: EngineTarget, kept: list[torch.Tensor], model
 def reference_logits(model, inputs: dict, schedule, kept, generated: torch.Tensor) -> torch.Tensor:
     """Next-token logits of prompt + ``generated`` by a full recompute with the kept sets fixed."""
     ids = inputs["input_ids"][0]
-    image = (ids == model.config.image_token_id).nonzero().flatten().tolist()
+    image = (ids == image_token_id(model.config)).nonzero().flatten().tolist()
     hidden = torch.cat([merged_embeddings(model, inputs), model.get_input_embeddings()(generated[None])], dim=1)
     index = torch.arange(hidden.shape[1], device=hidden.device)
     boundaries = [layer for layer, _, _ in schedule] + [model.config.text_config.num_hidden_layers]
@@ -141,8 +144,8 @@ def reference_logits(model, inputs: dict, schedule, kept, generated: torch.Tenso
                 survivors = torch.tensor(survivors, device=hidden.device)
                 hidden, index = hidden.index_select(1, survivors), index.index_select(0, survivors)
             start = stop
-        lm = model.model.language_model
-        return model.lm_head(lm.norm(hidden[:, -1:]))[0, -1].float()
+        lm = language_model_of(model)
+        return lm_head_of(model)(lm.norm(hidden[:, -1:]))[0, -1].float()
 
 
 # --- 1. method=none is transformers' generate -------------------------------------------------------------
@@ -281,7 +284,7 @@ def test_several_images_are_ranked_together(model, processor, target) -> None:
     )
     inputs = dict(inputs.to(target.device, target.dtype))
     result = generate(model, PruningConfig.himap(keep1=288, keep2=72), inputs)
-    image_positions = (inputs["input_ids"][0] == model.config.image_token_id).nonzero().flatten()
+    image_positions = (inputs["input_ids"][0] == image_token_id(model.config)).nonzero().flatten()
     assert image_positions.numel() == 1152
     assert [kept[0].numel() for kept in result.stats.kept] == [288, 72]
     assert set(result.stats.kept[0][0].tolist()) <= set(image_positions.tolist())
@@ -374,7 +377,7 @@ def test_random_baseline_is_seeded_and_batch_invariant(model, processor, target)
 
 def test_input_pruning_keeps_evenly_spaced_tokens_from_the_first_layer(model, single) -> None:
     result = generate(model, PruningConfig.input(ratio=0.25), single, steps=1)
-    image = (single["input_ids"][0] == model.config.image_token_id).nonzero().flatten()
+    image = (single["input_ids"][0] == image_token_id(model.config)).nonzero().flatten()
     kept = result.stats.kept[0][0]
     assert kept.tolist() == image[torch.linspace(0, 575, 144).round().long()].tolist()
     text = int(single["attention_mask"].sum()) - 576

@@ -17,10 +17,13 @@ from transformers import (
     LlavaNextProcessor,
 )
 
+from himap_lmms.compat import dtype_argument, image_token_id, save_model, save_processor
 from himap_lmms.lmms_model import HimapLlava
 from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE
 from himap_lmms.pruning import PrunedLlava, PruningConfig
 from himap_lmms.tiny_llava import build_tokenizer
+
+pytestmark = pytest.mark.transformers_matrix  # the adapter's and LLaVA-NeXT's tests, on every version
 
 PINPOINTS = [[56, 112], [112, 56], [112, 112]]
 
@@ -58,13 +61,13 @@ def next_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             num_attention_heads=4,
             pad_token_id=tokenizer.pad_token_id,
         ),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=PINPOINTS,
         vision_feature_layer=-1,
     )
     torch.manual_seed(0)
-    LlavaNextForConditionalGeneration(config).save_pretrained(out)
-    processor.save_pretrained(out)
+    save_model(LlavaNextForConditionalGeneration(config), out)
+    save_processor(processor, out)
     return out
 
 
@@ -83,7 +86,7 @@ def batch(next_dir: Path) -> dict:
 
 
 def test_none_matches_transformers_generate(next_dir, batch) -> None:
-    model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, dtype=torch.float64).eval()
+    model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, **dtype_argument(torch.float64)).eval()
     reference = model.generate(
         **batch, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True
     )
@@ -94,8 +97,8 @@ def test_none_matches_transformers_generate(next_dir, batch) -> None:
 
 
 def test_ratios_follow_each_samples_image_tokens(next_dir, batch) -> None:
-    model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, dtype=torch.float64).eval()
-    images = (batch["input_ids"] == model.config.image_token_id).sum(dim=1).tolist()
+    model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, **dtype_argument(torch.float64)).eval()
+    images = (batch["input_ids"] == image_token_id(model.config)).sum(dim=1).tolist()
     assert images[0] != images[1], "the two images should give different token counts"
     result = PrunedLlava(model, PruningConfig.himap(k1=1, ratio1=0.5, k2=3, ratio2=0.125)).generate(
         **batch, max_new_tokens=1
@@ -123,8 +126,8 @@ def test_adapter_loads_llava_next(next_dir) -> None:
 
 def test_later_methods_follow_each_samples_image_tokens(next_dir, batch) -> None:
     """DART and PyramidDrop budgets follow each sample's tile count; VisionZip-style selection is refused."""
-    model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, dtype=torch.float64).eval()
-    images = (batch["input_ids"] == model.config.image_token_id).sum(dim=1).tolist()
+    model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, **dtype_argument(torch.float64)).eval()
+    images = (batch["input_ids"] == image_token_id(model.config)).sum(dim=1).tolist()
     dart_config = PruningConfig.dart(k=1, ratio=0.25, image_pivots=2, text_pivots=2)
     dart = PrunedLlava(model, dart_config).generate(**batch, max_new_tokens=1)
     pyramid = PrunedLlava(model, PruningConfig.pyramiddrop(stages=2)).generate(**batch, max_new_tokens=1)

@@ -14,7 +14,10 @@ from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.models.model_utils.gen_metrics import get_logged_metrics_history, reset_logged_metrics
 from transformers import LlavaForConditionalGeneration
 
+from himap_lmms.compat import dtype_argument
 from himap_lmms.lmms_model import HimapLlava
+
+pytestmark = pytest.mark.transformers_matrix  # the adapter's and LLaVA-NeXT's tests, on every version
 
 TASK, SPLIT = "toy", "test"
 LMMS_EVAL = Path(sys.executable).with_name("lmms-eval")
@@ -127,7 +130,7 @@ def test_loglikelihood_of_method_none_equals_a_plain_forward(tiny_llava_dir) -> 
 
     inputs = adapter._encode((QUESTIONS[0],), [[draw_image(0)]], [TASK], [0])
     target = adapter.tokenizer(continuation, add_special_tokens=False, return_tensors="pt").input_ids
-    model = LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, dtype=torch.float32).eval()
+    model = LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, **dtype_argument(torch.float32)).eval()
     with torch.no_grad():
         full = torch.cat([inputs["input_ids"], target], dim=1)
         logits = model(input_ids=full, pixel_values=inputs["pixel_values"], attention_mask=torch.ones_like(full)).logits

@@ -19,9 +19,20 @@ from conftest import CPU_FLOAT64, QUESTIONS, draw_image, encode, load_model
 from test_engine import generate, merged_embeddings, reference_logits, reference_ranking, run_layers
 from transformers import LlavaForConditionalGeneration
 
+from himap_lmms.compat import (
+    dtype_argument,
+    image_token_id,
+    language_model_of,
+    lm_head_of,
+    projector_of,
+    vision_encoder_layers,
+    vision_tower_of,
+)
 from himap_lmms.cost import prefill_cost
 from himap_lmms.pruning import PrunedLlava, PruningConfig
 from himap_lmms.tiny_llava import TINY_CHECKPOINT, build_tiny_llava
+
+pytestmark = pytest.mark.transformers_matrix  # every method test, on every transformers of CI's matrix
 
 LAYERS = 12
 IMAGE_TOKENS = 576
@@ -52,14 +63,14 @@ def sample(inputs: dict, b: int) -> dict:
 
 
 def image_positions(model, inputs: dict) -> list[int]:
-    return (inputs["input_ids"][0] == model.config.image_token_id).nonzero().flatten().tolist()
+    return (inputs["input_ids"][0] == image_token_id(model.config)).nonzero().flatten().tolist()
 
 
 # --- DART: pivots by key norm at layer k - 1, keep the tokens least similar to their nearest pivot -----------
 
 
 def dart_reference(model, inputs: dict, k: int, keep: int, pivots: int) -> torch.Tensor:
-    lm = model.model.language_model
+    lm = language_model_of(model)
     image = image_positions(model, inputs)
     positions = torch.arange(inputs["input_ids"].shape[1])
     with torch.no_grad():
@@ -96,16 +107,17 @@ def pyramiddrop_schedule(num_layers: int, stages: int, ratio: float, image_token
 def clip_internals(model, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class-token attention (heads averaged), keys (heads averaged) and features of LLaVA's feature layer,
     read off the eager tower's own forward with hooks."""
-    tower = model.model.vision_tower
+    tower = vision_tower_of(model)
     feature = model.config.vision_feature_layer
-    layer = tower.encoder.layers[feature if feature < 0 else feature - 1]
+    layer = vision_encoder_layers(tower)[feature if feature < 0 else feature - 1]
     captured = {}
     handles = [
         layer.self_attn.register_forward_hook(lambda m, a, out: captured.update(attn=out[1])),
         layer.self_attn.k_proj.register_forward_hook(lambda m, a, out: captured.update(keys=out)),
     ]
     with torch.no_grad():
-        states = tower(pixel_values, output_hidden_states=True).hidden_states
+        # output_attentions: up to 4.5x an eager CLIP layer returns its probabilities only when asked.
+        states = tower(pixel_values, output_hidden_states=True, output_attentions=True).hidden_states
     for handle in handles:
         handle.remove()
     heads = captured["attn"].shape[1]
@@ -132,7 +144,7 @@ def visionzip_reference(model, inputs: dict, keep: int, contextual_share: float)
     vectors |= {t: torch.stack(members).mean(dim=0) for t, members in groups.items()}
     slots = sorted(vectors)
     with torch.no_grad():
-        projected = model.model.multi_modal_projector(torch.stack([vectors[j] for j in slots]))
+        projected = projector_of(model)(torch.stack([vectors[j] for j in slots]))
     image = image_positions(model, inputs)
     return [image[j] for j in slots], dict(zip((image[j] for j in slots), projected))
 
@@ -148,7 +160,7 @@ def visionzip_reference_logits(model, inputs: dict, kept: list[int], vectors: di
         positions = [p for p in range(len(ids)) if p not in image or p in kept]
         positions += list(range(len(ids), len(ids) + len(generated)))
         hidden, _ = run_layers(model, torch.stack(rows)[None], torch.tensor(positions), range(LAYERS))
-        return model.lm_head(model.model.language_model.norm(hidden[:, -1:]))[0, -1].float()
+        return lm_head_of(model)(language_model_of(model).norm(hidden[:, -1:]))[0, -1].float()
 
 
 # --- the engine against the references, batch 1 and batched -------------------------------------------------
@@ -220,7 +232,9 @@ def test_visionzip_reads_llava_15s_feature_layer(tmp_path, processor) -> None:
     shape = replace(TINY_CHECKPOINT, vision_layers=2, vision_feature_layer=-2)
     directory = build_tiny_llava(tmp_path, shape, corpus=QUESTIONS)
     model, eager = (
-        LlavaForConditionalGeneration.from_pretrained(directory, dtype=torch.float64, attn_implementation=kernel).eval()
+        LlavaForConditionalGeneration.from_pretrained(
+            directory, **dtype_argument(torch.float64), attn_implementation=kernel
+        ).eval()
         for kernel in ("sdpa", "eager")
     )
     inputs = encode(processor, QUESTIONS[:1], [draw_image(4)])
@@ -243,12 +257,12 @@ def test_visionzip_selects_each_image_of_a_prompt_on_its_own(model64, processor)
     inputs = processor(images=images, text=[prompt], return_tensors="pt", add_special_tokens=False)
     prior = PruningConfig.visionzip(keep=64, variant="prior")
     result = generate(model64, prior, dict(inputs.to("cpu", torch.float64)), 1)
-    slots = (inputs["input_ids"][0] == model64.config.image_token_id).nonzero().flatten()
+    slots = (inputs["input_ids"][0] == image_token_id(model64.config)).nonzero().flatten()
     kept = result.stats.kept[0][0]
     for image, first in zip(images, (0, IMAGE_TOKENS)):
         alone = encode(processor, QUESTIONS[:1], [image])
         alone_kept = generate(model64, prior, alone, 1).stats.kept[0][0]
-        alone_slots = (alone["input_ids"][0] == model64.config.image_token_id).nonzero().flatten()
+        alone_slots = (alone["input_ids"][0] == image_token_id(model64.config)).nonzero().flatten()
         mine = kept[(kept >= slots[first]) & (kept <= slots[first + IMAGE_TOKENS - 1])]
         assert (mine - slots[first]).tolist() == (alone_kept - alone_slots[0]).tolist()
         assert mine.numel() == 64

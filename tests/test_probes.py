@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
+from himap_lmms.compat import dtype_argument, image_token_id, language_model_of
 from himap_lmms.probes import Disruption, answer_token_id, disrupted_generate, run_probe_request, saliency_probe, sweep
 from himap_lmms.probes.disruption import random_rows
 from himap_lmms.probes.layout import sequence_layout
@@ -67,7 +68,7 @@ def processor(tiny_dir: Path):
 
 @pytest.fixture(scope="module")
 def model(tiny_dir: Path) -> LlavaForConditionalGeneration:
-    return LlavaForConditionalGeneration.from_pretrained(tiny_dir, dtype=torch.float64).eval()
+    return LlavaForConditionalGeneration.from_pretrained(tiny_dir, **dtype_argument(torch.float64)).eval()
 
 
 def encode(processor, image: Image.Image, question: str = QUESTION) -> dict[str, torch.Tensor]:
@@ -100,7 +101,7 @@ def assert_real_png(path: Path, size: tuple[int, int] | None = None) -> None:
 
 
 def test_layout_is_read_from_the_prompt(model, inputs):
-    layout = sequence_layout(inputs["input_ids"][0], model.config.image_token_id)
+    layout = sequence_layout(inputs["input_ids"][0], image_token_id(model.config))
     sizes = layout.sizes
     assert sizes["image"] == SPEC.num_image_tokens == 16
     assert sum(sizes.values()) == inputs["input_ids"].shape[1]
@@ -108,7 +109,7 @@ def test_layout_is_read_from_the_prompt(model, inputs):
     assert sizes["prefix"] == first_image and bool(layout.prefix[:first_image].all())
     assert bool(layout.text[-1]) and not bool(layout.text[first_image + 15])
     with pytest.raises(ValueError, match="no image token"):
-        sequence_layout(torch.tensor([1, 2, 3]), model.config.image_token_id)
+        sequence_layout(torch.tensor([1, 2, 3]), image_token_id(model.config))
 
 
 def test_answer_token_is_the_word_start_piece(processor):
@@ -129,7 +130,7 @@ def loss_with_attention_nudge(model, inputs, target: int, layer: int, head: int,
     Independent of the probe's hooks: raising one attention probability by delta adds delta * V[col] (of the
     head's key/value group) to that head's slice of the attention output at ``row``, right before o_proj.
     """
-    attention = model.model.language_model.layers[layer].self_attn
+    attention = language_model_of(model).layers[layer].self_attn
     head_dim, group = attention.head_dim, head // attention.num_key_value_groups
     values = {}
 
@@ -164,7 +165,7 @@ def test_saliency_equals_finite_differences(model, processor, inputs, monkeypatc
     # finite differences; eager attention still computes its softmax in float32, hence rel=1e-5 below.
     monkeypatch.setattr(LlamaRMSNorm, "forward", rms_norm_in_input_precision)
     target = answer_token_id(processor.tokenizer, "B")
-    layout = sequence_layout(inputs["input_ids"][0], model.config.image_token_id)
+    layout = sequence_layout(inputs["input_ids"][0], image_token_id(model.config))
     products = {}
 
     def keep(layer, attention, grad):
@@ -207,7 +208,7 @@ def test_saliency_group_sums_add_up(model, processor, inputs):
 
 def test_saliency_leaves_the_model_as_it_was(model, processor, inputs):
     saliency_probe(model, inputs, answer_token_id(processor.tokenizer, "A"))
-    assert model.model.language_model.config._attn_implementation == "sdpa"
+    assert language_model_of(model).config._attn_implementation == "sdpa"
     assert all(parameter.requires_grad and parameter.grad is None for parameter in model.parameters())
 
 
@@ -260,7 +261,7 @@ def recomputed_logits(model, inputs, generated: list[int], window: range, rows: 
     prompt = inputs["input_ids"]
     input_ids = torch.cat([prompt, torch.tensor([generated], dtype=prompt.dtype)], dim=1)
     length = input_ids.shape[1]
-    image = input_ids[0] == model.config.image_token_id
+    image = input_ids[0] == image_token_id(model.config)
     causal = torch.ones(length, length, dtype=torch.bool).tril()
     cut = causal & ~(rows[:, None] & image[None, :])
 
@@ -271,7 +272,7 @@ def recomputed_logits(model, inputs, generated: list[int], window: range, rows: 
         mask = as_mask(cut if layer in window else causal)
         return lambda module, args, kwargs: (args, {**kwargs, "attention_mask": mask})
 
-    layers = model.model.language_model.layers
+    layers = language_model_of(model).layers
     handles = [layer.register_forward_pre_hook(swap(i), with_kwargs=True) for i, layer in enumerate(layers)]
     try:
         with torch.no_grad():
@@ -286,7 +287,7 @@ def test_cut_generation_equals_recomputing_with_the_stock_forward(model, inputs,
     """Each step of the engine's cached generation under a cut equals transformers' forward over the whole
     sequence so far under the same per-layer masks: the cut reaches the decoding steps, where generated tokens
     are text rows (img2txt cuts them too, img2img does not)."""
-    layout = sequence_layout(inputs["input_ids"][0], model.config.image_token_id)
+    layout = sequence_layout(inputs["input_ids"][0], image_token_id(model.config))
     disruption = Disruption(flow, start_layer=1, end_layer=2)
     edit = disruption.attention_edit(layout, NUM_LAYERS)
     engine = PrunedLlava(model, PruningConfig.none(), attention_edit=edit, logits_dtype=torch.float64)
@@ -316,7 +317,7 @@ def test_img2img_and_img2rnd_change_the_output(model, inputs):
 
 
 def test_img2rnd_is_seeded(model, inputs):
-    layout = sequence_layout(inputs["input_ids"][0], model.config.image_token_id)
+    layout = sequence_layout(inputs["input_ids"][0], image_token_id(model.config))
     rows = random_rows(layout, seed=0)
     assert len(rows) == layout.sizes["text"] and bool((layout.image | layout.text)[rows].all())
     assert torch.equal(rows, random_rows(layout, seed=0)) and not torch.equal(rows, random_rows(layout, seed=1))

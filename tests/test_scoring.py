@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import QUESTIONS, draw_image, encode
 
+from himap_lmms.compat import image_token_id, language_model_of
 from himap_lmms.pruning import PrunedLlava, PruningConfig, scoring
 
 SCORED_AT = {"instruction": 1, "visual": 2}  # the layer each score reads under the config below
@@ -14,7 +15,7 @@ SCORED_AT = {"instruction": 1, "visual": 2}  # the layer each score reads under 
 @pytest.mark.parametrize("kind", ["instruction", "visual"])
 def test_blocked_rows_give_the_scores_of_all_rows_at_once(model64, processor, monkeypatch, kind) -> None:
     inputs = encode(processor, [QUESTIONS[1] * 3], [draw_image(1)])  # more text rows than one block
-    layer = model64.model.language_model.layers[SCORED_AT[kind]]
+    layer = language_model_of(model64).layers[SCORED_AT[kind]]
     original = scoring.attention_rows
     calls = []
 
@@ -30,7 +31,7 @@ def test_blocked_rows_give_the_scores_of_all_rows_at_once(model64, processor, mo
 
     _, layer_input, _, keys, embeddings, valid = calls[0]
     ids = inputs["input_ids"]
-    is_image = ids == model64.config.image_token_id
+    is_image = ids == image_token_id(model64.config)
     is_text = torch.arange(ids.shape[1])[None] > is_image[0].nonzero().max()
     rows = (is_text if kind == "instruction" else is_image)[0].nonzero().flatten()
     every_row = original(layer, layer_input, rows, keys, embeddings, valid)[0].sum(dim=0)

@@ -13,6 +13,7 @@ import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from himap_lmms.comparison import compare, parse_rate
+from himap_lmms.compat import dtype_argument, image_token_id
 from himap_lmms.cost import prefill_cost
 from himap_lmms.pruning import PruningConfig
 from himap_lmms.pruning_study import (  # the study's own loop and scoring
@@ -51,7 +52,7 @@ UNIFORM_LOSS_AT_LEAST = 0.15
 
 @pytest.fixture(scope="module")
 def model_and_processor():
-    model = LlavaForConditionalGeneration.from_pretrained(TESTBED_PATH, dtype=torch.float32).eval()
+    model = LlavaForConditionalGeneration.from_pretrained(TESTBED_PATH, **dtype_argument(torch.float32)).eval()
     return model, AutoProcessor.from_pretrained(TESTBED_PATH)
 
 
@@ -170,7 +171,7 @@ def test_new_rows_cost_what_their_configs_say(testbed, budget: float) -> None:
     model, processor, docs = testbed
     docs = docs[:SUBSET]
     inputs = encode(processor, docs)
-    images = (inputs["input_ids"] == model.config.image_token_id).sum(dim=1)
+    images = (inputs["input_ids"] == image_token_id(model.config)).sum(dim=1)
     assert images.tolist() == [IMAGE_TOKENS] * SUBSET
     texts = (inputs["attention_mask"].sum(dim=1) - images).tolist()
     text_config = model.config.text_config

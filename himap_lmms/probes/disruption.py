@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
+from himap_lmms.compat import image_token_id
 from himap_lmms.llava_forward import language_model_of
 from himap_lmms.probes.decoder import single_sample
 from himap_lmms.probes.layout import SequenceLayout, sequence_layout
@@ -129,7 +130,7 @@ def disrupted_generate(
     input_ids, valid = single_sample(inputs)
     edit = None
     if disruption is not None:
-        layout = sequence_layout(input_ids[0], model.config.image_token_id, valid[0])
+        layout = sequence_layout(input_ids[0], image_token_id(model.config), valid[0])
         edit = disruption.attention_edit(layout, len(language_model_of(model).layers))
     # The probes compare logits at the model's precision when it exceeds float32 (float64 test models).
     logits_dtype = torch.promote_types(language_model_of(model).dtype, torch.float32)

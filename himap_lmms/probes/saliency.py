@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from himap_lmms.compat import image_token_id, lm_head_of
 from himap_lmms.llava_forward import (
     additive_mask,
     causal_allowed,
@@ -153,7 +154,7 @@ def attention_gradients(
                     position_ids=position_ids_of(valid),
                     use_cache=False,
                 )
-                logits = model.lm_head(out.last_hidden_state[:, -1])
+                logits = lm_head_of(model)(out.last_hidden_state[:, -1])
                 logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
                 target = torch.tensor([target_token_id], device=logits.device)
                 loss = torch.nn.functional.cross_entropy(logits, target)
@@ -170,7 +171,7 @@ def attention_gradients(
 def saliency_probe(model: PreTrainedModel, inputs: Mapping[str, torch.Tensor], target_token_id: int) -> SaliencyResult:
     """Per-layer information flow of one example (batch 1) towards the answer token ``target_token_id``."""
     input_ids, valid = single_sample(inputs)
-    layout = sequence_layout(input_ids[0], model.config.image_token_id, valid[0])
+    layout = sequence_layout(input_ids[0], image_token_id(model.config), valid[0])
     per_layer, logits, loss = attention_gradients(
         model, inputs, target_token_id, lambda _, attention, grad: layer_flows(layout, attention, grad)
     )

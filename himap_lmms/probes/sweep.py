@@ -19,6 +19,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from himap_lmms import scienceqa
+from himap_lmms.compat import language_model_of
 from himap_lmms.probes.disruption import FLOWS, Disruption, disrupted_generate, top5_jaccard
 from himap_lmms.probes.plots import plot_disruption_heatmap
 from himap_lmms.probes.report import label_consistent
@@ -76,7 +77,7 @@ def run_sweep(
 ) -> list[SweepRow]:
     """Score every (flow, start layer) setting on ``docs``; settings are validated before any model call."""
     tokenizer = processor.tokenizer
-    num_layers = len(model.model.language_model.layers)
+    num_layers = len(language_model_of(model).layers)
     settings = plan_sweep(flows, start_layers, end_layer, seed, num_layers)
     windows = [setting.window(num_layers) for setting in settings]
     totals = [dict.fromkeys(("accuracy", "undisturbed", "consistency", "jaccard"), 0.0) for _ in settings]

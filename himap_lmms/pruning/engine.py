@@ -36,6 +36,7 @@ import torch
 from torch.profiler import record_function
 from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 
+from himap_lmms.compat import cached_keys_values, call_decoder_layer, check_decoder_cache, image_token_id, new_cache
 from himap_lmms.cost import Convention, PrefillCost, prefill_cost
 from himap_lmms.llava_forward import (
     additive_mask,
@@ -156,12 +157,13 @@ class PrunedLlava:
         self.attention_edit = attention_edit
         self.logits_dtype = logits_dtype
         check_attention(model, "the pruning engine")
+        check_decoder_cache(self.language_model)
         self.spec = method_spec(config.method)
         if self.spec.check is not None:
             self.spec.check(model)
         # SDPA applies the causal mask itself when given none; eager attention only adds the mask it is given.
         self._explicit_causal_mask = self.language_model.config._attn_implementation == "eager"
-        self.image_token_id = model.config.image_token_id
+        self.image_token_id = image_token_id(model.config)
 
     @torch.no_grad()
     def prefill(
@@ -191,7 +193,7 @@ class PrunedLlava:
         num_image = is_image.sum(dim=1).tolist()
         steps = {step.layer: step for step in self.config.steps}
 
-        cache = DynamicCache(config=lm.config)
+        cache = new_cache(lm.config)
         state = DecodeState(cache=cache, segment_of_layer=[], segment_valid=[], position=position_ids[:, -1:])
         prompt_tokens = valid.sum(dim=1)
         segment_tokens, kept = [], []
@@ -238,12 +240,12 @@ class PrunedLlava:
                 )
             state.segment_of_layer.append(len(segment_tokens) - 1)
             layer_input = hidden
-            hidden = layer(
+            hidden = call_decoder_layer(
+                layer,
                 hidden,
+                cache,
                 attention_mask=self._layer_mask(index, mask, valid),
                 position_ids=position_ids,
-                cache=cache,
-                use_cache=True,
                 position_embeddings=position_embeddings,
             )
         stats = PrefillStats(
@@ -278,7 +280,7 @@ class PrunedLlava:
         if chosen is not None:  # chosen before the language model (the method's ``embed``, e.g. VisionZip)
             return chosen
         if step.score in ATTENTION_SCORES:
-            keys = cache.layers[index - 1].keys
+            keys = cached_keys_values(cache)[index - 1][0]
             scores = score_image_tokens(
                 step.score, lm.layers[index - 1], layer_input, keys, position_embeddings, valid, is_image, is_text
             )
@@ -288,7 +290,7 @@ class PrunedLlava:
             quota = torch.tensor([step.pivot_quota(int(n)) for n in is_image.sum(dim=1)])
             return pivot_quota_keep(
                 lm.norm(hidden),
-                cache.layers[index - 1].keys,
+                cached_keys_values(cache)[index - 1][0],
                 position_ids,
                 is_image,
                 is_text,
@@ -298,7 +300,7 @@ class PrunedLlava:
                 lm.layers[index - 1].self_attn.num_key_value_groups,
             )
         elif step.score == "duplication":
-            scores = duplication_scores(hidden, cache.layers[index - 1].keys, is_image, budget, step.pivots)
+            scores = duplication_scores(hidden, cached_keys_values(cache)[index - 1][0], is_image, budget, step.pivots)
         elif step.score in ("random", "uniform"):
             scores = positional_scores(step.score, is_image, budget, step.seed)
         else:  # a rule an installed method declares (himap_lmms.pruning.registry)
@@ -333,12 +335,12 @@ class PrunedLlava:
         masks = [None if v is None else self._mask(v, 1, padded=True) for v in state.segment_valid]
         for index, layer in enumerate(lm.layers):
             segment = state.segment_of_layer[index]
-            hidden = layer(
+            hidden = call_decoder_layer(
+                layer,
                 hidden,
+                state.cache,
                 attention_mask=self._layer_mask(index, masks[segment], state.segment_valid[segment], 1),
                 position_ids=state.position if shifted[segment] is None else shifted[segment],
-                cache=state.cache,
-                use_cache=True,
                 position_embeddings=position_embeddings
                 if shifted_embeddings[segment] is None
                 else shifted_embeddings[segment],

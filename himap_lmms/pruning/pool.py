@@ -28,6 +28,7 @@ import math
 import torch
 from transformers import PreTrainedModel
 
+from himap_lmms.compat import image_token_id
 from himap_lmms.llava_forward import write_image_features
 from himap_lmms.pruning.config import PruneStep, pooled_side
 
@@ -75,7 +76,7 @@ def pool_embeddings(
         pooled.append(vectors)
         kept.append(keep)
     embeds = write_image_features(model, input_ids, embeds, torch.cat(pooled))
-    chosen[input_ids == model.config.image_token_id] = torch.cat(kept).to(chosen.device)
+    chosen[input_ids == image_token_id(model.config)] = torch.cat(kept).to(chosen.device)
     return embeds, chosen
 
 

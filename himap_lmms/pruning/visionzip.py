@@ -44,6 +44,7 @@ import torch
 from torch.profiler import record_function
 from transformers import PreTrainedModel
 
+from himap_lmms.compat import image_token_id, projector_of, vision_encoder_layers, vision_tower_of
 from himap_lmms.llava_forward import write_image_features
 from himap_lmms.pruning.config import PruneStep
 from himap_lmms.pruning.scoring import SCORE_LABEL, select_top
@@ -75,7 +76,7 @@ def feature_index(model: PreTrainedModel) -> int:
     """Index in the tower's ``hidden_states`` of the features LLaVA reads; tower layer ``index - 1`` makes them
     (LLaVA-1.5's -2 is the output of the second-to-last layer)."""
     layer = model.config.vision_feature_layer
-    return layer if layer >= 0 else len(model.model.vision_tower.encoder.layers) + 1 + layer
+    return layer if layer >= 0 else len(vision_encoder_layers(vision_tower_of(model))) + 1 + layer
 
 
 def visionzip_embeddings(
@@ -95,16 +96,16 @@ def visionzip_embeddings(
         return embeds, chosen
     features, selected = select_tokens(model, pixel_values.to(embeds.dtype), step)
     if step.score == "visionzip":  # the B tokens fill each image's first B placeholders
-        slots = int((input_ids == model.config.image_token_id).sum()) // features.shape[0]
-        projected = model.model.multi_modal_projector(features)
+        slots = int((input_ids == image_token_id(model.config)).sum()) // features.shape[0]
+        projected = projector_of(model)(features)
         total = projected.shape[1]
         features = projected.new_zeros(projected.shape[0], slots, projected.shape[2])
         features[:, :total] = projected
         selected = torch.arange(slots, device=features.device)[None].expand(projected.shape[0], -1) < total
     else:
-        features = model.model.multi_modal_projector(features)
+        features = projector_of(model)(features)
     embeds = write_image_features(model, input_ids, embeds, features.flatten(0, 1))
-    chosen[input_ids == model.config.image_token_id] = selected.flatten().to(chosen.device)
+    chosen[input_ids == image_token_id(model.config)] = selected.flatten().to(chosen.device)
     return embeds, chosen
 
 
@@ -115,7 +116,7 @@ def select_tokens(
     projector, and ``(images, dominant - 1)`` the patches (0-based) chosen as dominant, in order.
     ``variant=prior``: ``(images, P, vision_hidden)`` tower features with the contextual tokens written over their
     targets, and ``(images, P)`` the slots kept (dominant and targets)."""
-    tower = model.model.vision_tower
+    tower = vision_tower_of(model)
     states = tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
     # The tower runs for every method; what VisionZip adds to it is labelled as its score.
     with record_function(SCORE_LABEL):
@@ -136,7 +137,7 @@ def _select_as_authors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`select_tokens` for ``variant=authors``, step by step as ``CLIPVisionTower_VisionZip.forward``."""
     feature = feature_index(model)
-    layer = model.model.vision_tower.encoder.layers[feature - 1]
+    layer = vision_encoder_layers(vision_tower_of(model))[feature - 1]
     hidden = states[feature]  # with the class token, which is one of the dominant tokens
     class_attention, metric = _class_attention_sum_and_metric(layer, states[feature - 1])
     patches = class_attention.topk(dominant - 1, dim=1).indices
@@ -180,10 +181,10 @@ def _select(
     model: PreTrainedModel, states: tuple[torch.Tensor, ...], step: PruneStep
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`select_tokens` on the tower's hidden states: the dominant patches, then the merged ones."""
-    tower = model.model.vision_tower
+    tower = vision_tower_of(model)
     feature = feature_index(model)
     features = states[feature][:, 1:].clone()
-    class_attention, keys = _class_attention_and_keys(tower.encoder.layers[feature - 1], states[feature - 1])
+    class_attention, keys = _class_attention_and_keys(vision_encoder_layers(tower)[feature - 1], states[feature - 1])
     images, patches = class_attention.shape
     total = step.budget(patches)
     contextual = round(step.contextual * total)

@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
 
+from himap_lmms.compat import projector_of, save_model, save_processor, vision_tower_of
 from himap_lmms.prompting import chat_prompt
 from himap_lmms.shapes import LlavaShape
 from himap_lmms.synthetic import BENCHMARKS, generate_records
@@ -137,7 +138,7 @@ def capture_image_tokens(model: LlavaForConditionalGeneration) -> dict[str, torc
     def keep(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
         captured["image_tokens"] = output
 
-    model.model.multi_modal_projector.register_forward_hook(keep)
+    projector_of(model).register_forward_hook(keep)
     return captured
 
 
@@ -289,7 +290,7 @@ def init_position_codes(model: LlavaForConditionalGeneration) -> None:
     it shows, and a tower trained from scratch on this budget never learns which cell a patch is in; with
     these codes it does within ~100 steps. They stay trainable parameters of the stock CLIP embedding.
     """
-    embedding = model.model.vision_tower.embeddings.position_embedding
+    embedding = vision_tower_of(model).embeddings.position_embedding
     grid = SPEC.image_size // SPEC.patch_size
     with torch.no_grad():
         embedding.weight.zero_()
@@ -377,6 +378,6 @@ def train(settings: TrainSettings, out: str | Path) -> dict[str, float]:
     final = accuracy(model, processor, checks)
     print(f"done in {(time.time() - started) / 60:.1f} min; check accuracy: {describe(final)}", flush=True)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    save_model(model, out)
+    save_processor(processor, out)
     return final
