@@ -17,8 +17,10 @@ Four stock implementations run through lmms-eval's Python API (``simple_evaluate
 
 The reference rebuilds each class's prompt with the checkpoint's processor and chat template, runs ``generate``
 itself, and must give the same prompt token ids, the same generated token ids (recorded from the stock run's
-``generate`` calls) and the same answer strings in the samples log. All four classes import ``decord`` at module
-level: without it (``pip install -e '.[stock]'``) they are skipped with that reason.
+``generate`` calls) and the same answer strings in the samples. (The CLI would also strip whitespace around each
+answer, through its default ``--reasoning_tags``; the Python API without CLI arguments keeps answers as decoded.)
+All four classes import ``decord`` at module level: without it (``pip install -e '.[stock]'``) they are skipped
+with that reason.
 """
 
 from __future__ import annotations
