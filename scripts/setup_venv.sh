@@ -15,5 +15,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # The development environment runs the newest tested transformers (pyproject.toml has no upper bound);
   # scripts/test_transformers_matrix.sh runs the others.
   .venv/bin/pip install -q -e ".[dev]" "transformers==5.24.0"
+  # the stock lmms-eval classes the Qwen2.5-VL / LLaVA-OneVision reference tests run (decord: a py3 manylinux
+  # wheel); optional, so a platform without that wheel still gets a working environment
+  .venv/bin/pip install -q -e ".[stock]" "transformers==5.24.0" || echo "setup_venv: optional extra 'stock'" \
+    "(decord) did not install; tests/test_stock_vlm_classes.py will be skipped" >&2
   touch "$stamp"
 fi

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from lmms_samples import answers
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data" / "scienceqa_img_synth"
@@ -31,13 +32,6 @@ def sweep_dir(results: Path) -> Path:
 def result_file(run_dir: Path) -> dict:
     (path,) = run_dir.rglob("*_results.json")
     return json.loads(path.read_text())
-
-
-def answers(run_dir: Path) -> dict[int, str]:
-    """doc_id -> the model's raw answer, from lmms-eval's samples log."""
-    (path,) = run_dir.rglob(f"*_samples_{TASK}.jsonl")
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return {row["doc_id"]: row["filtered_resps"] for row in rows}
 
 
 def is_empty(value) -> bool:
@@ -134,7 +128,7 @@ def test_two_processes_answer_and_count_like_one(tiny_llava_dir: Path, tmp_path:
     one_dir, two_dir = sweep_dir(single) / "himap_ref", sweep_dir(double) / "himap_ref"
     assert sorted(path.name for path in two_dir.glob("costs*.jsonl")) == ["costs.rank0.jsonl", "costs.rank1.jsonl"]
     assert all(path.read_text() for path in two_dir.glob("costs*.jsonl"))  # both ranks really ran examples
-    assert answers(two_dir) == answers(one_dir) and len(answers(one_dir)) == LIMIT
+    assert answers(two_dir, TASK) == answers(one_dir, TASK) and len(answers(one_dir, TASK)) == LIMIT
     one, two = result_file(one_dir), result_file(two_dir)
     assert two["results"][TASK] == one["results"][TASK]
     assert two["throughput"][f"avg_flops_ratio:{TASK}"] == pytest.approx(one["throughput"][f"avg_flops_ratio:{TASK}"])
