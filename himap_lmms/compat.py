@@ -103,7 +103,7 @@ def cached_keys_values(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Te
     return list(zip(cache.key_cache, cache.value_cache))
 
 
-def _llava_model(model: PreTrainedModel) -> torch.nn.Module:
+def llava_model_of(model: PreTrainedModel) -> torch.nn.Module:
     """The module holding the tower, projector and language model: `model.model` (a `LlavaModel`) from 4.52;
     before, the `...ForConditionalGeneration` holds them itself."""
     return model.model if _from(4, 52) else model
@@ -111,16 +111,16 @@ def _llava_model(model: PreTrainedModel) -> torch.nn.Module:
 
 def language_model_of(model: PreTrainedModel) -> torch.nn.Module:
     """The ``LlamaModel``-like decoder of a LLaVA / LLaVA-NeXT (up to 4.51 inside a ``...ForCausalLM``)."""
-    language_model = _llava_model(model).language_model
+    language_model = llava_model_of(model).language_model
     return language_model if _from(4, 52) else language_model.model
 
 
 def vision_tower_of(model: PreTrainedModel) -> torch.nn.Module:
-    return _llava_model(model).vision_tower
+    return llava_model_of(model).vision_tower
 
 
 def projector_of(model: PreTrainedModel) -> torch.nn.Module:
-    return _llava_model(model).multi_modal_projector
+    return llava_model_of(model).multi_modal_projector
 
 
 def lm_head_of(model: PreTrainedModel) -> torch.nn.Module:
@@ -139,16 +139,17 @@ def image_token_id(config: PretrainedConfig) -> int:
     return config.image_token_index
 
 
-def image_features(
+def image_features_per_image(
     model: PreTrainedModel, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``(image tokens, hidden)``: the projected features of every image, in reading order.
+) -> list[torch.Tensor]:
+    """One ``(tokens, hidden)`` tensor per image: its projected features (LLaVA-NeXT: its tiles packed, with
+    their newline tokens), in reading order.
 
     `get_image_features` returns an output object whose `pooler_output` holds them from 5.0, a list (one tensor
     per image) in 4.53-4.57, a tensor before. LLaVA-NeXT packs its tiles and appends `image_newline` inside
     `get_image_features` from 4.53; before, its `forward` did that, so it is done here.
     """
-    owner = _llava_model(model)
+    owner = llava_model_of(model)
     config = model.config
     selection = {
         "vision_feature_layer": config.vision_feature_layer,
@@ -168,7 +169,14 @@ def image_features(
             vision_feature_select_strategy=config.vision_feature_select_strategy,
             image_newline=owner.image_newline,
         )
-    return torch.cat([f.reshape(-1, f.shape[-1]) for f in features], dim=0)
+    return [f.reshape(-1, f.shape[-1]) for f in features]
+
+
+def image_features(
+    model: PreTrainedModel, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``(image tokens, hidden)``: the projected features of every image, in reading order."""
+    return torch.cat(image_features_per_image(model, pixel_values, image_sizes), dim=0)
 
 
 def dtype_argument(dtype: torch.dtype | str) -> dict[str, torch.dtype | str]:

@@ -21,6 +21,15 @@ from conftest import LOGIT_TOLERANCE, QUESTIONS, EngineTarget, draw_image, encod
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
+from himap_lmms.compat import (
+    dtype_argument,
+    image_features_per_image,
+    image_token_id,
+    language_model_of,
+    lm_head_of,
+    projector_of,
+    vision_tower_of,
+)
 from himap_lmms.pruning import PrunedLlava, PruningConfig
 from himap_lmms.pruning.visionzip import select_tokens
 from himap_lmms.tiny_llava import TINY_CHECKPOINT, build_tiny_llava
@@ -40,7 +49,7 @@ def models(request, authors_dir) -> tuple[LlavaForConditionalGeneration, LlavaFo
     """(engine's SDPA model, reference's eager model) in one dtype."""
     return tuple(
         LlavaForConditionalGeneration.from_pretrained(
-            authors_dir, dtype=DTYPES[request.param], attn_implementation=kernel
+            authors_dir, **dtype_argument(DTYPES[request.param]), attn_implementation=kernel
         ).eval()
         for kernel in ("sdpa", "eager")
     )
@@ -72,7 +81,7 @@ def alone(inputs: dict, b: int) -> dict:
 
 def image_span(model, ids: torch.Tensor) -> tuple[int, int]:
     """(first image position, image tokens): the authors' ``image_token_start_index`` and ``..._length``."""
-    image = (ids == model.config.image_token_id).nonzero().flatten()
+    image = (ids == image_token_id(model.config)).nonzero().flatten()
     return int(image[0]), image.numel()
 
 
@@ -84,16 +93,14 @@ def llava_input(model, inputs: dict, generated: torch.Tensor, image_features: to
     embed = model.get_input_embeddings()
     with torch.no_grad():
         if image_features is None:
-            image_features = model.model.get_image_features(
-                pixel_values=inputs["pixel_values"], return_dict=True
-            ).pooler_output[0]
+            image_features = image_features_per_image(model, inputs["pixel_values"])[0]
         pieces = [embed(ids[:start]), image_features, embed(ids[start + length :]), embed(generated)]
     return torch.cat(pieces)[None]
 
 
 def run_layer(model, index: int, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Decoder layer ``index`` over the whole (physically shortened) sequence, eager, causal."""
-    lm = model.model.language_model
+    lm = language_model_of(model)
     n = hidden.shape[1]
     mask = torch.full((n, n), torch.finfo(hidden.dtype).min, dtype=hidden.dtype).triu(1)[None, None]
     embeddings = lm.rotary_emb(hidden, positions[None])
@@ -106,7 +113,7 @@ def run_layer(model, index: int, hidden: torch.Tensor, positions: torch.Tensor) 
 def projections(model, index: int, hidden: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Layer ``index``'s queries and keys of ``hidden`` (its input) after the rotary embedding, as its attention
     makes them: ``(1, heads, n, head_dim)`` and ``(1, kv_heads, n, head_dim)``."""
-    lm = model.model.language_model
+    lm = language_model_of(model)
     layer = lm.layers[index]
     attn = layer.self_attn
     with torch.no_grad():
@@ -119,7 +126,7 @@ def projections(model, index: int, hidden: torch.Tensor, positions: torch.Tensor
 
 def logits_of(model, hidden: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return model.lm_head(model.model.language_model.norm(hidden[:, -1]))[0].float()
+        return lm_head_of(model)(language_model_of(model).norm(hidden[:, -1]))[0].float()
 
 
 # --- DART: modeling_llama_self.py, DART.forward and get_retained_image_token ----------------------------------
@@ -132,7 +139,7 @@ def dart_reference(model, inputs, generated, K, max_num_trunction, ratio, pivot_
     hidden = llava_input(model, inputs, generated)
     seq_length = hidden.shape[1]
     position_ids = torch.arange(seq_length)
-    lm = model.model.language_model
+    lm = language_model_of(model)
     retained, inputs_of = None, []  # inputs_of[i]: what layer i read (the authors take its keys from layer K - 1)
     for layer_idx in range(len(lm.layers)):
         if layer_idx == K:
@@ -199,7 +206,7 @@ def pdrop_reference(model, inputs, generated, layer_list, image_token_ratio_list
     hidden = llava_input(model, inputs, generated)
     original = torch.arange(hidden.shape[1])  # which prompt position each column holds, for the kept sets
     position_ids = torch.arange(hidden.shape[1])
-    lm = model.model.language_model
+    lm = language_model_of(model)
     kept = []
     for layer_idx in range(len(lm.layers)):
         hidden = run_layer(model, layer_idx, hidden, position_ids)
@@ -240,7 +247,7 @@ def visionzip_tokens(model, pixel_values, dominant, contextual):
 
     The authors read ``attentions[-2]``, ``hidden_states[-2]`` and ``layers[-2]``: LLaVA-1.5's feature layer,
     which is what ``vision_feature_layer`` says; here it is read from the config (a documented departure)."""
-    tower = model.model.vision_tower
+    tower = vision_tower_of(model)
     feature = model.config.vision_feature_layer  # -2 in LLaVA-1.5, as the authors hard-code
     dominant_num, contextual_num = dominant - 1, contextual
     with torch.no_grad():
@@ -278,9 +285,9 @@ def visionzip_tokens(model, pixel_values, dominant, contextual):
 def visionzip_reference(model, inputs, generated, dominant, contextual):
     tokens, patches = visionzip_tokens(model, inputs["pixel_values"], dominant, contextual)
     with torch.no_grad():
-        hidden = llava_input(model, inputs, generated, model.model.multi_modal_projector(tokens))
+        hidden = llava_input(model, inputs, generated, projector_of(model)(tokens))
     positions = torch.arange(hidden.shape[1])
-    for index in range(len(model.model.language_model.layers)):
+    for index in range(len(language_model_of(model).layers)):
         hidden = run_layer(model, index, hidden, positions)
     return patches, logits_of(model, hidden)
 
@@ -427,7 +434,9 @@ def test_pyramiddrop_repeats_grouped_keys(tmp_path, processor) -> None:
     engine repeats each key head to its query heads, as the model's own attention does."""
     directory = build_tiny_llava(tmp_path, replace(TINY_CHECKPOINT, kv_heads=2), corpus=QUESTIONS)
     model, eager = (
-        LlavaForConditionalGeneration.from_pretrained(directory, dtype=torch.float64, attn_implementation=kernel).eval()
+        LlavaForConditionalGeneration.from_pretrained(
+            directory, **dtype_argument(torch.float64), attn_implementation=kernel
+        ).eval()
         for kernel in ("sdpa", "eager")
     )
     inputs = encode(processor, QUESTIONS[:1], [draw_image(6)])

@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import QUESTIONS, draw_image, encode
 
+from himap_lmms.compat import image_token_id
 from himap_lmms.leaderboard import collect_runs
 from himap_lmms.pruning import ENTRY_POINT_GROUP, PrunedLlava, PruningConfig, all_methods, pruning_arguments
 
@@ -54,7 +55,7 @@ def test_the_registry_finds_an_installed_method(installed, model64, processor) -
     for b in range(2):  # the 288 image tokens with the largest hidden-state norm entering layer 3, by hand
         real = inputs["attention_mask"][b].bool()
         ids = inputs["input_ids"][b][real][None]
-        image = (ids[0] == model64.config.image_token_id).nonzero().flatten()
+        image = (ids[0] == image_token_id(model64.config)).nonzero().flatten()
         with torch.no_grad():
             states = model64(input_ids=ids, pixel_values=inputs["pixel_values"][b : b + 1], output_hidden_states=True)
         norms = states.hidden_states[3][0, image].float().norm(dim=-1)

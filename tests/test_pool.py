@@ -20,6 +20,7 @@ from test_llava_next import next_dir  # noqa: F401  (the tiny LLaVA-NeXT fixture
 from test_new_methods import check_against, eager64, image_positions, tokens_at_7b  # noqa: F401  (eager64: fixture)
 from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
+from himap_lmms.compat import dtype_argument, image_features_per_image, image_token_id, language_model_of, lm_head_of
 from himap_lmms.cost import prefill_cost
 from himap_lmms.pruning import PrunedLlava, PruningConfig
 from himap_lmms.pruning.config import pooled_side
@@ -44,16 +45,16 @@ def reference_logits(model, inputs: dict, vectors: dict[int, torch.Tensor], gene
     with torch.no_grad():
         rows = [vectors[p] if p in vectors else embed(ids[p]) for p in keep] + list(embed(generated))
         positions = keep + list(range(len(ids), len(ids) + len(generated)))
-        layers = range(len(model.model.language_model.layers))
+        layers = range(len(language_model_of(model).layers))
         hidden, _ = run_layers(model, torch.stack(rows)[None], torch.tensor(positions), layers)
-        return model.lm_head(model.model.language_model.norm(hidden[:, -1:]))[0, -1].float()
+        return lm_head_of(model)(language_model_of(model).norm(hidden[:, -1:]))[0, -1].float()
 
 
 def llava15_reference(model, inputs: dict, g: int) -> dict[int, torch.Tensor]:
     """Prompt position -> pooled vector, for the one image of ``inputs`` (LLaVA-1.5: one 24 x 24 grid)."""
     with torch.no_grad():
-        features = model.model.get_image_features(pixel_values=inputs["pixel_values"], return_dict=True)
-    means, corners = pooled_tile(features.pooler_output[0], SIDE, g)
+        features = image_features_per_image(model, inputs["pixel_values"])
+    means, corners = pooled_tile(features[0], SIDE, g)
     slots = image_positions(model, inputs)
     return {slots[row * SIDE + col]: vector for vector, (row, col) in zip(means, corners)}
 
@@ -104,7 +105,7 @@ def test_pool_at_ratio_one_equals_vanilla(model64, batch) -> None:
 
 @pytest.fixture(scope="module")
 def next64(next_dir):  # noqa: F811
-    return LlavaNextForConditionalGeneration.from_pretrained(next_dir, dtype=torch.float64).eval()
+    return LlavaNextForConditionalGeneration.from_pretrained(next_dir, **dtype_argument(torch.float64)).eval()
 
 
 def next_inputs(next_dir, images: list) -> dict:  # noqa: F811
@@ -169,7 +170,7 @@ def test_pool_on_llava_next_batch_equals_alone(next_dir, next64) -> None:  # noq
         alone_inputs["attention_mask"] = together_inputs["attention_mask"][b : b + 1, padding[b] :]
         alone = engine.generate(**alone_inputs, max_new_tokens=2, return_logits=True)
         assert (together.stats.kept[0][b] - padding[b]).tolist() == alone.stats.kept[0][0].tolist()
-        image_tokens = int((alone_inputs["input_ids"] == next64.config.image_token_id).sum())
+        image_tokens = int((alone_inputs["input_ids"] == image_token_id(next64.config)).sum())
         assert alone.stats.kept[0][0].numel() < 0.4 * image_tokens
         for step in range(2):
             torch.testing.assert_close(together.logits[step][b], alone.logits[step][0], rtol=0, atol=1e-6)

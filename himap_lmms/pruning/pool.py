@@ -28,7 +28,7 @@ import math
 import torch
 from transformers import PreTrainedModel
 
-from himap_lmms.compat import image_token_id
+from himap_lmms.compat import image_features_per_image, image_token_id, llava_model_of
 from himap_lmms.llava_forward import write_image_features
 from himap_lmms.pruning.config import PruneStep, pooled_side
 
@@ -66,9 +66,7 @@ def pool_embeddings(
     chosen = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
     if pixel_values is None or pixel_values.numel() == 0:
         return embeds, chosen
-    features = model.model.get_image_features(
-        pixel_values=pixel_values.to(embeds.dtype), image_sizes=image_sizes, return_dict=True
-    ).pooler_output
+    features = image_features_per_image(model, pixel_values.to(embeds.dtype), image_sizes)
     side = grid_side(model)
     pooled, kept = [], []
     for image_features, labels in zip(features, slot_labels(model, [len(f) for f in features], image_sizes)):
@@ -101,7 +99,7 @@ def slot_labels(model: PreTrainedModel, lengths: list[int], image_sizes: torch.T
                 torch.stack([tile, rows.flatten().expand(tiles, -1), cols.flatten().expand(tiles, -1)], -1).double()
             )
         newline = torch.full((3,), float(_NEWLINE), dtype=torch.float64)
-        packed, _ = model.model.pack_image_features(grids, image_sizes, "default", image_newline=newline)
+        packed, _ = llava_model_of(model).pack_image_features(grids, image_sizes, "default", image_newline=newline)
         labels = [p.round().long() for p in packed]
     for image, (label, length) in enumerate(zip(labels, lengths)):
         if len(label) != length:
