@@ -28,6 +28,7 @@ from himap_lmms.compat import (
     language_model_of,
     lm_head_of,
     projector_of,
+    vision_encoder_layers,
     vision_tower_of,
 )
 from himap_lmms.pruning import PrunedLlava, PruningConfig
@@ -252,7 +253,7 @@ def visionzip_tokens(model, pixel_values, dominant, contextual):
     dominant_num, contextual_num = dominant - 1, contextual
     with torch.no_grad():
         states = tower(pixel_values, output_hidden_states=True).hidden_states
-        layer = tower.encoder.layers[feature]
+        layer = vision_encoder_layers(tower)[feature]
         attn = layer.self_attn
         x = layer.layer_norm1(states[feature - 1])
         bsz, tgt_len, _ = x.shape
