@@ -67,7 +67,7 @@ from himap_lmms.synthetic import BENCHMARKS
 from himap_lmms.synthetic.scenes import BACKGROUND
 
 BUDGETS = (0.5, 0.25, 0.125, 0.0625)
-METHODS = (
+STUDY_ROWS = (
     "himap",
     "random",
     "fastv",
@@ -330,10 +330,10 @@ def plot(rows_by_benchmark: dict[str, list[dict]], vanilla: dict[str, float], pa
     FigureCanvasAgg(figure)
     grid = figure.subplots(len(panels), 2, sharey="row", squeeze=False)
     # One colour per method, its =cost row dashed in the same colour.
-    bases = list(dict.fromkeys(method.removesuffix("=cost") for method in METHODS))
+    bases = list(dict.fromkeys(method.removesuffix("=cost") for method in STUDY_ROWS))
     colours = {base: f"C{index}" for index, base in enumerate(bases)}
     for axes, (name, rows) in zip(grid, panels.items()):
-        for method in METHODS:
+        for method in STUDY_ROWS:
             points = sorted(
                 (r["budget"], r["image_tokens_kept"], r["score"])
                 for r in rows

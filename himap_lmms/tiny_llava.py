@@ -2,7 +2,7 @@
 
 Real LLaVA weights cannot be fetched here, so tests, the demo and the trained testbed all start from a
 checkpoint made by :func:`build_tiny_llava`: a CLIP vision tower, the LLaVA projector and a Llama language
-model of a :class:`~himap_lmms.shapes.LlavaShape` (configured by the same builder as the benchmark's shapes),
+model of a :class:`~himap_lmms.model_shapes.LlavaShape` (configured by the same builder as the benchmark's shapes),
 plus a SentencePiece-style BPE tokenizer (``▁`` word markers, as Llama's) trained on a small corpus,
 a CLIP image processor and a :class:`~transformers.LlavaProcessor` carrying a vicuna chat template.
 The result is written with ``save_pretrained`` and loaded back through the ordinary ``from_pretrained`` path.
@@ -26,8 +26,8 @@ from transformers import (
 )
 
 from himap_lmms.compat import save_model, save_processor
+from himap_lmms.model_shapes import LlavaShape, llava_config
 from himap_lmms.prompting import SYSTEM_PROMPT, VICUNA_CHAT_TEMPLATE
-from himap_lmms.shapes import LlavaShape, llava_config
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from himap_lmms.bench import DEFAULT_METHODS, BenchSettings, markdown, run_benchmark, write_outputs
-from himap_lmms.shapes import SHAPES
+from himap_lmms.model_shapes import LLAVA_SHAPES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,7 @@ def device_slug(device: str) -> str:
 
 def parse_args(argv: list[str] | None) -> tuple[BenchSettings, Path]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="scaled")
+    parser.add_argument("--shape", choices=sorted(LLAVA_SHAPES), default="scaled")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--batch-sizes", type=int_list, help="comma-separated; default 1,2 on the CPU, 1,8 on CUDA")

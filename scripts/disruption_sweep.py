@@ -4,7 +4,8 @@
         --flows img2txt,img2img,img2rnd --start-layers 0:32:2 --limit 200 --out results/probes/sweep
 
 Writes ``disruption_sweep.csv``, ``disruption_sweep.md`` (the same table) and ``disruption_heatmap.png``
-(accuracy drop in points, flow x start layer) into ``--out``; what is measured: :mod:`himap_lmms.probes.sweep`.
+(accuracy drop in points, flow x start layer) into ``--out``; what is measured:
+:mod:`himap_lmms.probes.disruption_sweep`.
 Every argument, the checkpoint's layer count and the data are checked before the model loads.
 """
 
@@ -20,7 +21,7 @@ from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneratio
 from himap_lmms.cli import existing_directory, integer_at_least, output_directory
 from himap_lmms.compat import dtype_argument
 from himap_lmms.probes.disruption import FLOWS
-from himap_lmms.probes.sweep import parse_layers, plan_sweep, run_sweep, write_outputs
+from himap_lmms.probes.disruption_sweep import parse_layers, plan_sweep, run_sweep, write_outputs
 from himap_lmms.scienceqa import load_local_split
 from himap_lmms.testbed import DATA_PATH
 

@@ -14,11 +14,25 @@ import pytest
 import torch
 import transformers
 from PIL import Image, ImageDraw
-from transformers import AutoProcessor, LlavaForConditionalGeneration
+from transformers import (
+    AutoProcessor,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessor,
+    LlavaNextProcessor,
+)
 
-from himap_lmms.compat import dtype_argument
+from himap_lmms.compat import (
+    dtype_argument,
+    save_model,
+    save_processor,
+)
 from himap_lmms.llava_forward import SUPPORTED_ATTENTION
-from himap_lmms.tiny_llava import build_tiny_llava
+from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE
+from himap_lmms.tiny_llava import build_tiny_llava, build_tokenizer
 
 # Qwen2.5-VL's classes arrived in transformers 4.49: on older versions of CI's matrix the files that build the
 # tiny Qwen2.5-VL and LLaVA-OneVision checkpoints are not collected.
@@ -167,3 +181,56 @@ def encode(
         images=present or None, text=prompts, return_tensors="pt", padding=True, add_special_tokens=False
     )
     return dict(inputs.to(target.device, target.dtype))
+
+
+@pytest.fixture(scope="module")
+def eager64(tiny_llava_dir) -> LlavaForConditionalGeneration:
+    """Eager float64 on the CPU, next to ``model64``: the method tests compare against it exactly, whatever
+    ``--engine-*`` says."""
+    return load_model(tiny_llava_dir, CPU_FLOAT64, "eager")
+
+
+PINPOINTS = [[56, 112], [112, 56], [112, 112]]
+
+
+@pytest.fixture(scope="module")
+def next_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-layer LLaVA-NeXT with 56 px tiles (16 patches each), saved like a hub checkpoint."""
+    out = tmp_path_factory.mktemp("tiny_llava_next")
+    tokenizer = build_tokenizer(QUESTIONS, 600)
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}, image_grid_pinpoints=PINPOINTS
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=VICUNA_CHAT_TEMPLATE,
+    )
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=56,
+            patch_size=14,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=6,
+            num_attention_heads=4,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=PINPOINTS,
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(0)
+    save_model(LlavaNextForConditionalGeneration(config), out)
+    save_processor(processor, out)
+    return out

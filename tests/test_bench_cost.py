@@ -30,13 +30,13 @@ from himap_lmms.bench import (
 )
 from himap_lmms.bench.measure import pruning_overhead
 from himap_lmms.bench.settings import PAIR_PREFIX, equal_flops_fastv, formula_flops_ratio, method_configs
+from himap_lmms.model_shapes import LLAVA_SHAPES, PREFIX_TOKENS, TEXT_TOKENS, build_random_llava, prompt_inputs
 from himap_lmms.pruning import PRUNING_LABELS, PruningConfig
-from himap_lmms.shapes import PREFIX_TOKENS, SHAPES, TEXT_TOKENS, build_random_llava, prompt_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 BATCHES = (1, 2)
-TINY = SHAPES["tiny"]
-METHODS = bench_methods(DEFAULT_METHODS, TINY, fastv_pairs=True)
+TINY = LLAVA_SHAPES["tiny"]
+BENCH_METHODS = bench_methods(DEFAULT_METHODS, TINY, fastv_pairs=True)
 # The presets that are pruned and not FastV: each has an equal-FLOPs FastV partner, but VisionZip's (144 and 64 of
 # 576 tokens from layer 0) cost less on the tiny shape's 12 layers than FastV keeping one token from K=2.
 PAIRED = ("himap_ref", "himap_25", "dart_20", "dart_10", "pdrop", "pdrop_25", "visionzip_25", "visionzip_11")
@@ -66,7 +66,7 @@ def test_results_have_every_method_and_batch(bench) -> None:
     results, _ = bench
     assert list(results["batches"]) == [str(b) for b in BATCHES]
     for rows in results["batches"].values():
-        assert list(rows) == list(METHODS)
+        assert list(rows) == list(BENCH_METHODS)
         vanilla = rows["vanilla"]["raw"]
         for row in rows.values():
             # A speed-up is vanilla's time over the method's, taken from the raw times of the same round.
@@ -82,18 +82,20 @@ def test_results_have_every_method_and_batch(bench) -> None:
 
 def test_methods_are_the_presets_with_their_fastv_partners() -> None:
     presets = yaml.safe_load((REPO / "configs" / "methods.yaml").read_text())
-    assert list(METHODS) == [n for name in DEFAULT_METHODS for n in (name, PAIR_PREFIX + name) if n in METHODS]
-    assert [name for name in METHODS if name.startswith(PAIR_PREFIX)] == [PAIR_PREFIX + n for n in PAIRED_AT_TINY]
+    assert list(BENCH_METHODS) == [
+        n for name in DEFAULT_METHODS for n in (name, PAIR_PREFIX + name) if n in BENCH_METHODS
+    ]
+    assert [name for name in BENCH_METHODS if name.startswith(PAIR_PREFIX)] == [PAIR_PREFIX + n for n in PAIRED_AT_TINY]
     for name in DEFAULT_METHODS:
-        assert METHODS[name].config == PruningConfig.from_args(**presets[name]), name
-    labels = {name: METHODS[name].label for name in ("himap_ref", "pdrop", "visionzip_25", "dart_20")}
+        assert BENCH_METHODS[name].config == PruningConfig.from_args(**presets[name]), name
+    labels = {name: BENCH_METHODS[name].label for name in ("himap_ref", "pdrop", "visionzip_25", "dart_20")}
     assert labels == {  # the tiny shape has 576 image tokens and 12 layers
         "himap_ref": "HiMAP 2/288 8/72 (himap_ref)",
         "pdrop": "PyramidDrop 3/288 6/144 9/72 (pdrop)",
         "visionzip_25": "VisionZip 144 of 576 (visionzip_25)",
         "dart_20": "DART 2/116 (dart_20)",  # 4 image pivots + 8 pivots x 14
     }
-    assert METHODS[PAIR_PREFIX + "dart_20"].label.endswith("(= dart_20's FLOPs)")
+    assert BENCH_METHODS[PAIR_PREFIX + "dart_20"].label.endswith("(= dart_20's FLOPs)")
     assert list(bench_methods(DEFAULT_METHODS, TINY, fastv_pairs=False)) == list(DEFAULT_METHODS)
 
 
@@ -101,7 +103,7 @@ def test_methods_are_the_presets_with_their_fastv_partners() -> None:
 def test_fastv_partners_have_their_methods_flops_ratio(shape: str, paired: tuple[str, ...]) -> None:
     """Each partner is FastV from K=2 at the count whose formula FLOPs ratio is closest to its method's: within
     half a token's worth of FastV's ratio, and no count is closer; a method cheaper than FastV can be has none."""
-    shape = SHAPES[shape]
+    shape = LLAVA_SHAPES[shape]
     presets = method_configs()
     for name in paired:
         fastv = equal_flops_fastv(presets[name], shape)
@@ -142,7 +144,7 @@ def test_overhead_is_read_from_the_engine_labels(bench) -> None:
     results, _ = bench
     for rows in results["batches"].values():
         assert rows["vanilla"]["overhead_share"]["median"] == 0.0  # no pruning step, no labelled time
-        for name in METHODS.keys() - {"vanilla"}:  # VisionZip's selection in the tower is under the score label
+        for name in BENCH_METHODS.keys() - {"vanilla"}:  # VisionZip's selection in the tower is under the score label
             row = rows[name]
             by_label = row["overhead_s_by_label"]
             assert list(by_label) == list(PRUNING_LABELS)
@@ -153,19 +155,19 @@ def test_overhead_is_read_from_the_engine_labels(bench) -> None:
 
 
 def test_missing_labels_are_an_error(monkeypatch) -> None:
-    shape = SHAPES["tiny"]
+    shape = LLAVA_SHAPES["tiny"]
     model = build_random_llava(shape)
     inputs = prompt_inputs(shape, 1)
     # The engine's labels under other names: the bench must not report a zero overhead for a pruned method.
     monkeypatch.setattr("himap_lmms.bench.measure.PRUNING_LABELS", ("not.an.engine.label",))
     with pytest.raises(RuntimeError, match="no time under"):
-        pruning_overhead(model, inputs, METHODS[REFERENCE].config)
+        pruning_overhead(model, inputs, BENCH_METHODS[REFERENCE].config)
 
 
 def test_counted_flops_agree_with_the_formula(bench) -> None:
     results, _ = bench
     for batch, rows in results["batches"].items():
-        for name in METHODS:
+        for name in BENCH_METHODS:
             row = rows[name]
             assert abs(row["counted_vs_formula"]) < 0.05, (batch, name)
             # Stronger: the counter's absolute count is 2 FLOPs per multiply-accumulate of the formula, per sample.
@@ -185,13 +187,13 @@ def test_schedules_show_in_the_token_counts(bench) -> None:
     assert rows["pdrop"]["tokens_per_layer"] == [text + n for n in [576] * 3 + [288] * 3 + [144] * 3 + [72] * 3]
     assert rows["dart_20"]["tokens_per_layer"] == [text + 576] * 2 + [text + 116] * 10
     assert rows["visionzip_25"]["tokens_per_layer"] == [text + 144] * 12
-    for name, method in METHODS.items():  # what the engine ran is what the config's schedule says
+    for name, method in BENCH_METHODS.items():  # what the engine ran is what the config's schedule says
         assert rows[name]["tokens_per_layer"] == [text + n for n in method.config.image_tokens_per_layer(576, 12)]
 
 
 def test_memory_is_measured(bench) -> None:
     results, _ = bench
-    shape = SHAPES["tiny"]
+    shape = LLAVA_SHAPES["tiny"]
     for batch, rows in results["batches"].items():
         for row in rows.values():
             # bf16 keys and values of every layer, for the tokens that layer kept

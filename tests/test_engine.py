@@ -11,10 +11,11 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import QUESTIONS, EngineTarget, draw_image, encode
+from references import generate, reference_logits, reference_ranking
 
-from himap_lmms.compat import call_decoder_layer, image_token_id, language_model_of, lm_head_of
+from himap_lmms.compat import image_token_id
 from himap_lmms.cost import layer_flops, prefill_cost
-from himap_lmms.pruning import PrunedLlava, PruningConfig
+from himap_lmms.pruning import PruningConfig
 
 STEPS = 4
 
@@ -24,86 +25,12 @@ def single(processor, target: EngineTarget) -> dict:
     return encode(processor, QUESTIONS[:1], [draw_image(0)], target)
 
 
-def generate(model, config: PruningConfig, inputs: dict, steps: int = STEPS):
-    return PrunedLlava(model, config).generate(**inputs, max_new_tokens=steps, return_logits=True)
-
-
 def schedule_of(config: PruningConfig) -> list[tuple[int, str, int]]:
     """The config's (layer, score, keep) steps for one image of 576 tokens, as the slow reference takes them."""
     return [(step.layer, step.score, step.budget(576)) for step in config.steps]
 
 
 # --- a slow reference, written from docs/method.md: eager attention, explicit top-k, no KV cache ----------
-
-
-def merged_embeddings(model, inputs: dict) -> torch.Tensor:
-    """The embeddings transformers' Llava forward hands its language model (image features scattered in)."""
-    captured = {}
-
-    def grab(module, args, kwargs):
-        captured["embeds"] = kwargs["inputs_embeds"]
-
-    handle = language_model_of(model).register_forward_pre_hook(grab, with_kwargs=True)
-    with torch.no_grad():
-        model(**inputs)
-    handle.remove()
-    return captured["embeds"]
-
-
-def run_layers(model, hidden, positions, layers) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full-sequence eager forward through ``layers``; returns hidden states and the last layer's attention."""
-    lm = language_model_of(model)
-    n = hidden.shape[1]
-    mask = torch.full((n, n), torch.finfo(hidden.dtype).min, dtype=hidden.dtype, device=hidden.device)
-    mask = mask.triu(1)[None, None]
-    embeddings = lm.rotary_emb(hidden, positions[None])
-    captured = {}
-    for index in layers:
-        layer = lm.layers[index]
-        handle = layer.self_attn.register_forward_hook(lambda m, a, out: captured.update(attn=out[1]))
-        hidden = call_decoder_layer(
-            layer, hidden, attention_mask=mask, position_ids=positions[None], position_embeddings=embeddings
-        )
-        handle.remove()
-    return hidden, captured.get("attn")
-
-
-def reference_ranking(
-    model, inputs: dict, schedule: list[tuple[int, str, int]], kept: list[torch.Tensor] | None = None
-) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Per (layer, score, keep) step: the image positions left, their scores by the spec's formulas, and the top-k.
-
-    After each step the sequence keeps that top-k, or ``kept[step]`` when given (the engine's choice), so that each
-    step is scored on the sequence the engine had even where rounding made the two choose differently before.
-    """
-    ids = inputs["input_ids"][0]
-    image = (ids == image_token_id(model.config)).nonzero().flatten()
-    device = ids.device
-    text = torch.arange(int(image.max()) + 1, len(ids), device=device)
-    index = torch.arange(len(ids), device=device)
-    hidden = merged_embeddings(model, inputs)
-    ranking, start = [], 0
-    with torch.no_grad():
-        for step, (layer, score, keep) in enumerate(schedule):
-            hidden, attn = run_layers(model, hidden, index, range(start, layer))
-            probs = attn[0].double().mean(dim=0)
-            where = {int(p): j for j, p in enumerate(index)}
-            image_columns = torch.tensor([where[int(p)] for p in image], device=device)
-            if score == "instruction":
-                rows = torch.tensor([where[int(p)] for p in text], device=device)
-            elif score == "visual":
-                rows = image_columns
-            else:
-                rows = torch.tensor([len(index) - 1], device=device)
-            scores = probs.index_select(0, rows).index_select(1, image_columns).sum(dim=0)
-            top = image[scores.topk(keep).indices.sort().values]
-            ranking.append((image, scores, top))
-            image = top if kept is None else kept[step]
-            survivors = set(range(len(index))) - set(image_columns.tolist()) | {where[int(p)] for p in image}
-            survivors = torch.tensor(sorted(survivors), device=device)
-            hidden, index = hidden.index_select(1, survivors), index.index_select(0, survivors)
-            start = layer
-    return ranking
 
 
 def assert_reference_top_k(target: EngineTarget, kept: list[torch.Tensor], model, inputs: dict, schedule) -> None:
@@ -125,27 +52,6 @@ def assert_reference_top_k(target: EngineTarget, kept: list[torch.Tensor], model
         band = target.score_tolerance * cutoff
         assert scores[chosen].min() >= cutoff - band, f"kept {scores[chosen].min():.6g}, cut-off {cutoff:.6g}"
         assert scores[~chosen].max() <= cutoff + band, f"dropped {scores[~chosen].max():.6g}, cut-off {cutoff:.6g}"
-
-
-def reference_logits(model, inputs: dict, schedule, kept, generated: torch.Tensor) -> torch.Tensor:
-    """Next-token logits of prompt + ``generated`` by a full recompute with the kept sets fixed."""
-    ids = inputs["input_ids"][0]
-    image = (ids == image_token_id(model.config)).nonzero().flatten().tolist()
-    hidden = torch.cat([merged_embeddings(model, inputs), model.get_input_embeddings()(generated[None])], dim=1)
-    index = torch.arange(hidden.shape[1], device=hidden.device)
-    boundaries = [layer for layer, _, _ in schedule] + [model.config.text_config.num_hidden_layers]
-    start = 0
-    with torch.no_grad():
-        for step, stop in enumerate(boundaries):
-            hidden, _ = run_layers(model, hidden, index, range(start, stop))
-            if step < len(kept):
-                dropped = set(image) - set(kept[step].tolist())
-                survivors = [j for j, p in enumerate(index.tolist()) if p not in dropped]
-                survivors = torch.tensor(survivors, device=hidden.device)
-                hidden, index = hidden.index_select(1, survivors), index.index_select(0, survivors)
-            start = stop
-        lm = language_model_of(model)
-        return lm_head_of(model)(lm.norm(hidden[:, -1:]))[0, -1].float()
 
 
 # --- 1. method=none is transformers' generate -------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_leaderboard import read_markdown, results_payload, write_sweep
+from leaderboard_files import read_markdown, results_payload, write_sweep
 
 from himap_lmms import leaderboard as lb
 

@@ -9,66 +9,14 @@ import torch
 from conftest import QUESTIONS, draw_image
 from transformers import (
     AutoProcessor,
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaNextConfig,
     LlavaNextForConditionalGeneration,
-    LlavaNextImageProcessor,
-    LlavaNextProcessor,
 )
 
-from himap_lmms.compat import dtype_argument, image_token_id, save_model, save_processor
+from himap_lmms.compat import dtype_argument, image_token_id
 from himap_lmms.lmms_model import HimapLlava
-from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE
 from himap_lmms.pruning import PrunedLlava, PruningConfig
-from himap_lmms.tiny_llava import build_tokenizer
 
 pytestmark = pytest.mark.transformers_matrix  # the adapter's and LLaVA-NeXT's tests, on every version
-
-PINPOINTS = [[56, 112], [112, 56], [112, 112]]
-
-
-@pytest.fixture(scope="module")
-def next_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 6-layer LLaVA-NeXT with 56 px tiles (16 patches each), saved like a hub checkpoint."""
-    out = tmp_path_factory.mktemp("tiny_llava_next")
-    tokenizer = build_tokenizer(QUESTIONS, 600)
-    image_processor = LlavaNextImageProcessor(
-        size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}, image_grid_pinpoints=PINPOINTS
-    )
-    processor = LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=14,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=VICUNA_CHAT_TEMPLATE,
-    )
-    config = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=56,
-            patch_size=14,
-        ),
-        text_config=LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=6,
-            num_attention_heads=4,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=PINPOINTS,
-        vision_feature_layer=-1,
-    )
-    torch.manual_seed(0)
-    save_model(LlavaNextForConditionalGeneration(config), out)
-    save_processor(processor, out)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CPU_FLOAT64, QUESTIONS, draw_image, encode, load_model
-from test_engine import generate, merged_embeddings, reference_logits, reference_ranking, run_layers
+from conftest import QUESTIONS, draw_image, encode
+from references import (
+    check_against,
+    generate,
+    image_positions,
+    merged_embeddings,
+    reference_logits,
+    reference_ranking,
+    run_layers,
+    tokens_at_7b,
+)
 from transformers import LlavaForConditionalGeneration
 
 from himap_lmms.compat import (
@@ -40,30 +49,10 @@ STEPS = 2
 
 
 @pytest.fixture(scope="module")
-def eager64(tiny_llava_dir) -> LlavaForConditionalGeneration:
-    """Eager float64 on the CPU, next to ``model64``: the comparisons below are exact whatever ``--engine-*`` says."""
-    return load_model(tiny_llava_dir, CPU_FLOAT64, "eager")
-
-
-@pytest.fixture(scope="module")
 def batch(processor) -> dict:
     inputs = encode(processor, QUESTIONS[:2], [draw_image(seed) for seed in range(2)])
     assert not bool(inputs["attention_mask"].all()), "the prompts should need padding"
     return inputs
-
-
-def sample(inputs: dict, b: int) -> dict:
-    """Sample ``b`` of a left-padded batch, unpadded, as a batch of one."""
-    real = inputs["attention_mask"][b].bool()
-    return {
-        "input_ids": inputs["input_ids"][b][real][None],
-        "attention_mask": inputs["attention_mask"][b][real][None],
-        "pixel_values": inputs["pixel_values"][b : b + 1],
-    }
-
-
-def image_positions(model, inputs: dict) -> list[int]:
-    return (inputs["input_ids"][0] == image_token_id(model.config)).nonzero().flatten().tolist()
 
 
 # --- DART: pivots by key norm at layer k - 1, keep the tokens least similar to their nearest pivot -----------
@@ -164,24 +153,6 @@ def visionzip_reference_logits(model, inputs: dict, kept: list[int], vectors: di
 
 
 # --- the engine against the references, batch 1 and batched -------------------------------------------------
-
-
-def check_against(model, eager, config, kept_of, logits_of, inputs: dict, steps: int = STEPS) -> None:
-    """Engine on the padded batch and on each sample alone: kept positions and logits equal the reference."""
-    together = generate(model, config, inputs, steps)
-    padding = (inputs["attention_mask"] == 0).sum(dim=1).tolist()
-    for b in range(inputs["input_ids"].shape[0]):
-        alone_inputs = sample(inputs, b)
-        alone = generate(model, config, alone_inputs, steps)
-        expected = kept_of(eager, alone_inputs)
-        assert [kept[0].tolist() for kept in alone.stats.kept] == [list(map(int, k)) for k in expected]
-        assert [(kept[b] - padding[b]).tolist() for kept in together.stats.kept] == [
-            list(map(int, k)) for k in expected
-        ]
-        for step in range(steps):
-            reference = logits_of(eager, alone_inputs, expected, alone.sequences[0, :step])
-            torch.testing.assert_close(alone.logits[step][0], reference, rtol=0, atol=1e-6)
-            torch.testing.assert_close(together.logits[step][b], reference, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(("k", "keep", "pivots"), [(2, 144, 8), (5, 60, 3)])
@@ -334,11 +305,6 @@ PRESET_COSTS = {  # what configs/methods.yaml says, at the 7B shape
     "visionzip_25": 0.328,
     "visionzip_11": 0.207,
 }
-
-
-def tokens_at_7b(config: PruningConfig, text: int = 74, image: int = IMAGE_TOKENS, layers: int = 32) -> list[int]:
-    """Tokens of each of 7B's layers under ``config``, from its schedule bound to 32 layers."""
-    return [text + n for n in config.image_tokens_per_layer(image, layers)]
 
 
 def test_presets_costs_at_the_7b_shape() -> None:

@@ -15,9 +15,7 @@ import pytest
 import torch
 import yaml
 from conftest import QUESTIONS, draw_image, encode
-from test_engine import generate, run_layers
-from test_llava_next import next_dir  # noqa: F401  (the tiny LLaVA-NeXT fixture)
-from test_new_methods import check_against, eager64, image_positions, tokens_at_7b  # noqa: F401  (eager64: fixture)
+from references import check_against, generate, image_positions, run_layers, tokens_at_7b
 from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
 from himap_lmms.compat import dtype_argument, image_features_per_image, image_token_id, language_model_of, lm_head_of

@@ -16,7 +16,14 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from himap_lmms.compat import dtype_argument, image_token_id, language_model_of
-from himap_lmms.probes import Disruption, answer_token_id, disrupted_generate, run_probe_request, saliency_probe, sweep
+from himap_lmms.probes import (
+    Disruption,
+    answer_token_id,
+    disrupted_generate,
+    disruption_sweep,
+    run_probe_request,
+    saliency_probe,
+)
 from himap_lmms.probes.disruption import random_rows
 from himap_lmms.probes.layout import sequence_layout
 from himap_lmms.probes.plots import plot_disruption_heatmap, plot_group_flows, plot_visual_flows
@@ -410,7 +417,9 @@ def test_task_functions_score_and_report(model, processor, monkeypatch, tmp_path
 
 def test_sweep_writes_table_and_heatmap(model, processor, tmp_path):
     docs = [{**doc, "image": picture(seed)} for seed, doc in enumerate(DOCS)]
-    rows = sweep.run_sweep(model, processor, docs, ["img2txt", "img2rnd"], [0, 2], max_new_tokens=2, progress=False)
+    rows = disruption_sweep.run_sweep(
+        model, processor, docs, ["img2txt", "img2rnd"], [0, 2], max_new_tokens=2, progress=False
+    )
     assert [(row.flow, row.start_layer, row.end_layer) for row in rows] == [
         ("img2txt", 0, 3),
         ("img2txt", 2, 3),
@@ -418,8 +427,8 @@ def test_sweep_writes_table_and_heatmap(model, processor, tmp_path):
         ("img2rnd", 2, 3),
     ]
     assert all(row.num_examples == 2 and 0 <= row.top5_jaccard <= 1 for row in rows)
-    paths = sweep.write_outputs(rows, tmp_path)
+    paths = disruption_sweep.write_outputs(rows, tmp_path)
     assert len(paths["csv"].read_text().strip().splitlines()) == 1 + len(rows)
     assert paths["markdown"].read_text().startswith("| flow | start_layer |")
     assert_real_png(paths["heatmap"])
-    assert sweep.parse_layers("0:8:4", 32) == [0, 4] and sweep.parse_layers("all", 3) == [0, 1, 2]
+    assert disruption_sweep.parse_layers("0:8:4", 32) == [0, 4] and disruption_sweep.parse_layers("all", 3) == [0, 1, 2]

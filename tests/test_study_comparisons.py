@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from himap_lmms.comparison import Answer, headline
-from himap_lmms.pruning_study import BUDGETS, METHODS, write_report
+from himap_lmms.pruning_study import BUDGETS, STUDY_ROWS, write_report
 
 N = 40
 
@@ -46,7 +46,7 @@ def report(tmp_path: Path) -> tuple[str, dict, dict]:
         "input": [flip[t] if i < 30 else t for i, t in enumerate(truth)],
     }
     rows = [
-        {"budget": b, "method": m, "config": m} | run(special.get(m, truth), docs) for b in BUDGETS for m in METHODS
+        {"budget": b, "method": m, "config": m} | run(special.get(m, truth), docs) for b in BUDGETS for m in STUDY_ROWS
     ]
     results = {"pope": {"n": N, "vanilla": run(truth, docs), "blank_image": run(["no"] * N, docs), "rows": rows}}
     markdown = write_report({"pope": docs}, results, tmp_path)

@@ -18,7 +18,7 @@ from himap_lmms.cost import prefill_cost
 from himap_lmms.pruning import PruningConfig
 from himap_lmms.pruning_study import (  # the study's own loop and scoring
     BUDGETS,
-    METHODS,
+    STUDY_ROWS,
     Unreachable,
     answers_of,
     comparison_record,
@@ -131,7 +131,7 @@ def test_equal_cost_rows_run_at_himaps_measured_share(testbed, budget: float) ->
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_every_method_runs_at_every_budget_and_at_himaps_share(budget: float) -> None:
     configs = methods_at(budget, LAYERS)
-    assert tuple(configs) == METHODS
+    assert tuple(configs) == STUDY_ROWS
     himap = layer_mean_share(configs["himap"], LAYERS)
     # What the engine keeps after the last step is the budget, for every method that is run at the budget, up to
     # the authors' rounding: DART's 4 image pivots and 8 quotas of budget * 144 // 8, PyramidDrop's int(...).
@@ -201,7 +201,7 @@ def test_the_committed_study_has_every_row_of_the_code() -> None:
     rows = [row for result in study.values() for row in result["rows"]]
     for result in study.values():
         assert result["n"] >= 400
-        assert [(r["budget"], r["method"]) for r in result["rows"]] == [(b, m) for b in BUDGETS for m in METHODS]
+        assert [(r["budget"], r["method"]) for r in result["rows"]] == [(b, m) for b in BUDGETS for m in STUDY_ROWS]
     for row in rows:
         config = methods_at(row["budget"], LAYERS)[row["method"]]
         if isinstance(config, Unreachable):

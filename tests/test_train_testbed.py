@@ -17,7 +17,7 @@ from himap_lmms.prompting import VICUNA_CHAT_TEMPLATE, chat_prompt
 from himap_lmms.pruning_study import encode as study_encode  # the study's encoding
 from himap_lmms.scienceqa import doc_to_text
 from himap_lmms.synthetic import BENCHMARKS, generate_records
-from himap_lmms.synthetic.scenes import COLOURS, POSITIONS, SHAPES, SHORT_ANSWER
+from himap_lmms.synthetic.scenes import COLOURS, OBJECT_SHAPES, POSITIONS, SHORT_ANSWER
 from himap_lmms.testbed import train
 from himap_lmms.tiny_llava import build_processor, build_tokenizer
 
@@ -86,7 +86,10 @@ def test_the_dense_turns_list_every_object_once_in_the_order_they_ask_for(parts)
     assert [place for place, _, _ in in_order] == [POSITIONS[region] for region in sorted(scene.objects)]
     assert len(in_order) == len(scene.objects) >= 2
     # Each list: every shape (or colour) once, in order, with its count and then its objects in reading order.
-    for request, by, names in (("List the shapes.", "shape", SHAPES), ("List the colours.", "colour", list(COLOURS))):
+    for request, by, names in (
+        ("List the shapes.", "shape", OBJECT_SHAPES),
+        ("List the colours.", "colour", list(COLOURS)),
+    ):
         listed = []
         groups = [group.partition(": ") for group in listings[request].rstrip(".").split("; ")]
         assert [head.split(" ")[0] for head, _, _ in groups] == list(names)
@@ -123,7 +126,7 @@ def test_read_out_targets_mark_exactly_the_object_patches() -> None:
     for region, thing in scene.objects.items():
         for patch in scene.patches(region):
             assert targets[patch, 0] == list(COLOURS).index(thing.colour) + 1
-            assert targets[patch, 1] == list(SHAPES).index(thing.shape) + 1
+            assert targets[patch, 1] == list(OBJECT_SHAPES).index(thing.shape) + 1
             assert targets[patch, 2] == region
 
 

@@ -1,7 +1,7 @@
 """What pruning buys in time, FLOPs and memory: the method presets side by side, one process, same inputs.
 
 ``scripts/bench_cost.py`` is its command line; docs/cost-benchmark.md has the method and the results.
-Random-weight LLaVA shapes (:mod:`himap_lmms.shapes`) run through :meth:`PrunedLlava.generate`; the pruning's
+Random-weight LLaVA shapes (:mod:`himap_lmms.model_shapes`) run through :meth:`PrunedLlava.generate`; the pruning's
 own cost is read from the engine's ``torch.profiler`` labels.
 """
 

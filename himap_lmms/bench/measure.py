@@ -21,8 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import LlavaForConditionalGeneration
 
 from himap_lmms.compat import cached_keys_values, language_model_of, projector_of, vision_tower_of
+from himap_lmms.model_shapes import LlavaShape
 from himap_lmms.pruning import PRUNING_LABELS, PrunedLlava, PruningConfig
-from himap_lmms.shapes import LlavaShape
 
 Inputs = dict[str, torch.Tensor]
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from himap_lmms.bench.goals import goal_set_for
 from himap_lmms.bench.settings import REFERENCE
-from himap_lmms.shapes import PREFIX_TOKENS, TEXT_TOKENS
+from himap_lmms.model_shapes import PREFIX_TOKENS, TEXT_TOKENS
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -28,7 +28,7 @@ from himap_lmms.bench.settings import (
     wants_fastv_partner,
 )
 from himap_lmms.bench.summary import spread, summarise_batch
-from himap_lmms.shapes import SHAPES, LlavaShape, build_random_llava, prompt_inputs
+from himap_lmms.model_shapes import LLAVA_SHAPES, LlavaShape, build_random_llava, prompt_inputs
 
 
 def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
 
 
 def _run_benchmark(settings: BenchSettings) -> dict[str, Any]:
-    shape = SHAPES[settings.shape]
+    shape = LLAVA_SHAPES[settings.shape]
     device = torch.device(settings.device)
     dtype = getattr(torch, settings.dtype)
     started = time.perf_counter()

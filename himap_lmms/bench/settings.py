@@ -15,9 +15,9 @@ from typing import NamedTuple
 import torch
 
 from himap_lmms.cost import Convention, prefill_cost
+from himap_lmms.model_shapes import LLAVA_SHAPES, PREFIX_TOKENS, TEXT_TOKENS, LlavaShape
 from himap_lmms.presets import METHOD_PRESETS, method_presets
 from himap_lmms.pruning import PruningConfig, method_spec
-from himap_lmms.shapes import PREFIX_TOKENS, SHAPES, TEXT_TOKENS, LlavaShape
 
 # What a run compares unless told otherwise: the paper's settings of FastV and HiMAP and the later methods' presets.
 DEFAULT_METHODS = (
@@ -127,8 +127,8 @@ class BenchSettings:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.shape not in SHAPES:
-            raise ValueError(f"shape={self.shape!r} is not one of {', '.join(SHAPES)}")
+        if self.shape not in LLAVA_SHAPES:
+            raise ValueError(f"shape={self.shape!r} is not one of {', '.join(LLAVA_SHAPES)}")
         check_device(self.device)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is not one of {', '.join(DTYPES)}")

@@ -7,8 +7,8 @@ import statistics
 from typing import Any
 
 from himap_lmms.cost import prefill_cost
+from himap_lmms.model_shapes import LlavaShape
 from himap_lmms.pruning import PRUNING_LABELS
-from himap_lmms.shapes import LlavaShape
 
 Runs = dict[str, list[dict[str, float]]]
 

@@ -1,7 +1,7 @@
 """Turning per-example probe records into what the paper reports: averaged curves, scores, files.
 
 Shared by the lmms-eval probe tasks (``tasks/himap_probes``) and the disruption sweep
-(:mod:`himap_lmms.probes.sweep`), so that both average, score and write in the same way.
+(:mod:`himap_lmms.probes.disruption_sweep`), so that both average, score and write in the same way.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import Any
 
 import datasets
 
-from himap_lmms.synthetic.scenes import COLOURS, SHAPES, SHORT_ANSWER, Scene
+from himap_lmms.synthetic.scenes import COLOURS, OBJECT_SHAPES, SHORT_ANSWER, Scene
 
 CATEGORIES = ("random", "popular", "adversarial")
 
@@ -32,7 +32,7 @@ def absent(scene: Scene, category: str) -> list[tuple[str, str]]:
     """The (colour, shape) pairs the scene lacks that a "no" question of ``category`` may ask about."""
     colours = {thing.colour for thing in scene.objects.values()}
     shapes = {thing.shape for thing in scene.objects.values()}
-    missing = [(c, s) for c, s in itertools.product(COLOURS, SHAPES) if not scene.count(c, s)]
+    missing = [(c, s) for c, s in itertools.product(COLOURS, OBJECT_SHAPES) if not scene.count(c, s)]
     if category == "random":
         return missing
     if category == "popular":

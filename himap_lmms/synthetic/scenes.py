@@ -25,7 +25,7 @@ COLOURS = {
     "blue": (40, 80, 220),
     "yellow": (235, 200, 30),
 }
-SHAPES = ("circle", "square", "triangle", "cross")
+OBJECT_SHAPES = ("circle", "square", "triangle", "cross")
 POSITIONS = (
     "top left", "top middle", "top right",
     "middle left", "centre", "middle right",
@@ -81,14 +81,14 @@ class Scene:
         return ", ".join(f"{POSITIONS[r]} {t.colour} {t.shape}" for r, t in sorted(self.objects.items())) + "."
 
     def inventory(self, by: str = "shape") -> str:
-        """Every shape (in :data:`SHAPES` order) or colour (:data:`COLOURS` order), how many objects have it and
+        """Every shape (in :data:`OBJECT_SHAPES` order) or colour (:data:`COLOURS` order), how many objects have it and
         those objects in reading order: "circle 2: blue centre, red bottom left; square 0; triangle 1: red top
         left; cross 0." (by shape), "red 2: triangle top left, circle bottom left; green 0; ..." (by colour)."""
         if by not in ("shape", "colour"):
             raise ValueError(f"by={by!r}: an inventory is by 'shape' or 'colour'")
         other = "colour" if by == "shape" else "shape"
         groups = []
-        for name in SHAPES if by == "shape" else COLOURS:
+        for name in OBJECT_SHAPES if by == "shape" else COLOURS:
             members = [(r, t) for r, t in sorted(self.objects.items()) if getattr(t, by) == name]
             items = ", ".join(f"{getattr(t, other)} {POSITIONS[r]}" for r, t in members)
             groups.append(f"{name} {len(members)}: {items}" if members else f"{name} 0")
@@ -100,10 +100,10 @@ def make_scene(rng: random.Random) -> Scene:
     to 3 of them (the other objects get the other colours and shapes); 4 to 10 clutter marks off the objects."""
     shared_colour, shared_shape = rng.randint(0, 3), rng.randint(0, 3)
     regions = rng.sample(range(9), rng.randint(max(2, shared_colour, shared_shape), MAX_OBJECTS))
-    colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
+    colour, shape = rng.choice(list(COLOURS)), rng.choice(OBJECT_SHAPES)
     with_colour, with_shape = set(rng.sample(regions, shared_colour)), set(rng.sample(regions, shared_shape))
     other_colours = [name for name in COLOURS if name != colour]
-    other_shapes = [name for name in SHAPES if name != shape]
+    other_shapes = [name for name in OBJECT_SHAPES if name != shape]
     objects = {
         region: Thing(
             colour if region in with_colour else rng.choice(other_colours),

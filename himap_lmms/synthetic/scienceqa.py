@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import datasets
 
 from himap_lmms.scienceqa import OPTION_LETTERS, build_prompt
-from himap_lmms.synthetic.scenes import COLOURS, CORNERS, POSITIONS, SHAPES, Scene
+from himap_lmms.synthetic.scenes import COLOURS, CORNERS, OBJECT_SHAPES, POSITIONS, Scene
 
 Question = tuple[str, list[str], int]  # question text, choices, index of the answer
 HINT = "Look at the picture."
@@ -35,7 +35,7 @@ class Family(NamedTuple):
 
 FAMILIES = {
     "colour_at": Family("natural science", "grade2", "colour of the shape at a position", list(COLOURS)),
-    "shape_at": Family("natural science", "grade4", "shape at a position", list(SHAPES)),
+    "shape_at": Family("natural science", "grade4", "shape at a position", list(OBJECT_SHAPES)),
     "corner_of": Family("social science", "grade3", "corner of a coloured shape", list(CORNERS.values())),
     "count_colour": Family("language science", "grade7", "counting shapes of a colour", list(COUNTS)),
 }

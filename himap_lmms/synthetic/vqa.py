@@ -20,7 +20,7 @@ from typing import Any
 
 import datasets
 
-from himap_lmms.synthetic.scenes import IMAGE_SIZE, POSITIONS, SHAPES, SHORT_ANSWER, Scene
+from himap_lmms.synthetic.scenes import IMAGE_SIZE, OBJECT_SHAPES, POSITIONS, SHORT_ANSWER, Scene
 
 FAMILIES = ("colour_of", "count_shape", "where_is")
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}
@@ -36,7 +36,7 @@ def ask(rng: random.Random, family: str, scene: Scene) -> tuple[str, str] | None
         thing = rng.choice(unique)
         return f"what colour is the {thing.shape}?", thing.colour
     if family == "count_shape":
-        counts = {shape: scene.count(shape=shape) for shape in SHAPES}
+        counts = {shape: scene.count(shape=shape) for shape in OBJECT_SHAPES}
         count = rng.randint(0, 3)
         if count not in counts.values():
             count = max(n for n in counts.values() if n <= 3)

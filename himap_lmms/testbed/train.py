@@ -23,10 +23,10 @@ from tqdm import tqdm
 from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
 
 from himap_lmms.compat import projector_of, save_model, save_processor, vision_tower_of
+from himap_lmms.model_shapes import LlavaShape
 from himap_lmms.prompting import chat_prompt
-from himap_lmms.shapes import LlavaShape
 from himap_lmms.synthetic import BENCHMARKS, generate_records
-from himap_lmms.synthetic.scenes import COLOURS, GRID, REGION, SHAPES, Scene, draw_scene, make_scene
+from himap_lmms.synthetic.scenes import COLOURS, GRID, OBJECT_SHAPES, REGION, Scene, draw_scene, make_scene
 from himap_lmms.tiny_llava import build_config, build_processor, build_tokenizer
 
 SPEC = LlavaShape(
@@ -100,7 +100,7 @@ class LayoutProbe(torch.nn.Module):
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.sizes = (len(COLOURS) + 1, len(SHAPES) + 1, 9)
+        self.sizes = (len(COLOURS) + 1, len(OBJECT_SHAPES) + 1, 9)
         self.head = torch.nn.Linear(hidden, sum(self.sizes))
 
     def loss(self, image_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -119,7 +119,7 @@ class LayoutProbe(torch.nn.Module):
 def layout_targets(scenes: list[Scene]) -> torch.Tensor:
     """(batch, 144, 3): colour id and shape id (0 = no object on the patch) and region of every patch, in the
     vision tower's raster order."""
-    colours, shapes = list(COLOURS), list(SHAPES)
+    colours, shapes = list(COLOURS), list(OBJECT_SHAPES)
     regions = torch.tensor([(row // REGION) * 3 + column // REGION for row in range(GRID) for column in range(GRID)])
     targets = torch.zeros(len(scenes), GRID * GRID, 3, dtype=torch.long)
     targets[:, :, 2] = regions
@@ -161,7 +161,7 @@ def corpus(prompts: int = 200) -> list[str]:
         for row in generate_records(name, prompts, seed=CORPUS_SEED, with_layout=True):
             texts.append(f"\n{spec.prompt(row)} ASSISTANT: {spec.answer(row)}")
             texts += [listing(row["layout"]) for listing in DENSE_TURNS.values()]
-    return [*COLOURS, *SHAPES, *texts]
+    return [*COLOURS, *OBJECT_SHAPES, *texts]
 
 
 def answer_ids(tokenizer: PreTrainedTokenizerFast, answer: str) -> list[int]:

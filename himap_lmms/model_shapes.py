@@ -1,7 +1,7 @@
 """LLaVA-1.5 shapes and the one builder of their configs; random-weight models and prompts for cost benchmarks.
 
 Every LLaVA this repo makes from scratch is a :class:`LlavaShape` turned into a config by :func:`llava_config`:
-the benchmark's random-weight 7B/13B/scaled shapes (:data:`SHAPES`) and the small checkpoints of
+the benchmark's random-weight 7B/13B/scaled shapes (:data:`LLAVA_SHAPES`) and the small checkpoints of
 :mod:`himap_lmms.tiny_llava` alike. Timing and FLOP counting do not depend on what the weights are, only on the
 shapes, so a benchmark can run LLaVA-1.5-7B's or 13B's exact layer shapes without downloading a checkpoint. The
 models are the stock transformers classes (``LlavaForConditionalGeneration`` with a CLIP vision tower and a Llama
@@ -73,7 +73,7 @@ class LlavaShape:
 _CLIP_L = {"vision_hidden": 1024, "vision_layers": 24, "vision_heads": 16, "vision_intermediate": 4096}
 _CLIP_TINY = {"vision_hidden": 64, "vision_layers": 2, "vision_heads": 2, "vision_intermediate": 256}
 
-SHAPES: dict[str, LlavaShape] = {
+LLAVA_SHAPES: dict[str, LlavaShape] = {
     # For tests of the benchmark machinery only: the 12-layer decoder lets HiMAP's K2 = 8 exist.
     "tiny": LlavaShape(
         "tiny", hidden=64, layers=12, heads=4, intermediate=172, vocab=1064, image_token_id=1000,
