@@ -22,6 +22,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from himap_lmms.compat import (
+    call_decoder_layer,
     dtype_argument,
     image_features_per_image,
     image_token_id,
@@ -106,8 +107,8 @@ def run_layer(model, index: int, hidden: torch.Tensor, positions: torch.Tensor) 
     mask = torch.full((n, n), torch.finfo(hidden.dtype).min, dtype=hidden.dtype).triu(1)[None, None]
     embeddings = lm.rotary_emb(hidden, positions[None])
     with torch.no_grad():
-        return lm.layers[index](
-            hidden, attention_mask=mask, position_ids=positions[None], position_embeddings=embeddings
+        return call_decoder_layer(
+            lm.layers[index], hidden, attention_mask=mask, position_ids=positions[None], position_embeddings=embeddings
         )
 
 
