@@ -47,7 +47,7 @@ from himap_lmms.llava_forward import (
     last_token_logits,
     position_ids_of,
 )
-from himap_lmms.pruning.config import ATTENTION_SCORES, PruneStep, PruningConfig
+from himap_lmms.pruning.config import ATTENTION_SCORES, PruningConfig
 from himap_lmms.pruning.dart import pivot_quota_keep
 from himap_lmms.pruning.pyramiddrop import next_layer_last_token_scores
 from himap_lmms.pruning.registry import ScoreContext, method_spec, score_rule
@@ -205,20 +205,11 @@ class PrunedLlava:
             if step is not None:
                 with record_function(SCORE_LABEL):
                     budget = torch.tensor([step.budget(n) for n in num_image], device=valid.device)
-                    ranked = self._rank(
-                        step,
-                        index,
-                        cache,
-                        hidden,
-                        layer_input,
-                        position_ids,
-                        position_embeddings,
-                        valid,
-                        is_image,
-                        is_text,
-                        budget,
-                        chosen,
-                    )
+                    context = ScoreContext(
+                        step, index, lm, cache, hidden, layer_input, position_ids, position_embeddings, valid,
+                        is_image, is_text, budget,
+                    )  # fmt: skip
+                    ranked = self._rank(context, chosen)
                 with record_function(TOP_K_LABEL):
                     if ranked.dtype != torch.bool:  # scores: keep each sample's best ``budget``
                         ranked = select_top(ranked, is_image, budget)
@@ -255,71 +246,42 @@ class PrunedLlava:
         )
         return self._logits(hidden), state, stats
 
-    def _rank(
-        self,
-        step: PruneStep,
-        index: int,
-        cache: DynamicCache,
-        hidden: torch.Tensor,
-        layer_input: torch.Tensor,
-        position_ids: torch.Tensor,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor],
-        valid: torch.Tensor,
-        is_image: torch.Tensor,
-        is_text: torch.Tensor,
-        budget: torch.Tensor,
-        chosen: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """``(batch, n)`` scores of the image tokens before layer ``index`` (the best ``budget`` go on), or, for
-        rules that choose rather than rank (DART's quotas, VisionZip's tower), a bool mask of those kept.
-
-        ``hidden`` is what layer ``index`` is about to read (layer ``index - 1``'s output), ``layer_input`` what
-        layer ``index - 1`` read, ``chosen`` the slots picked in the vision tower (VisionZip).
+    def _rank(self, context: ScoreContext, chosen: torch.Tensor | None) -> torch.Tensor:
+        """``(batch, n)`` scores of the image tokens before layer ``context.layer`` (each sample's best ``budget`` go
+        on), or, for rules that choose rather than rank (DART's quotas, a pre-LM method's slots), a bool mask of those
+        kept. Built-in rules read the same :class:`ScoreContext` an installed method's rule gets; ``chosen`` holds the
+        slots a method picked before the language model (VisionZip's tower, pooling).
         """
-        lm = self.language_model
-        if chosen is not None:  # chosen before the language model (the method's ``embed``, e.g. VisionZip)
+        if chosen is not None:
             return chosen
+        c, step, lm = context, context.step, context.language_model
+        previous_keys = cached_keys_values(c.cache)[c.layer - 1][0] if c.layer > 0 else None
         if step.score in ATTENTION_SCORES:
-            keys = cached_keys_values(cache)[index - 1][0]
-            scores = score_image_tokens(
-                step.score, lm.layers[index - 1], layer_input, keys, position_embeddings, valid, is_image, is_text
+            previous = lm.layers[c.layer - 1]
+            return score_image_tokens(
+                step.score,
+                previous,
+                c.layer_input,
+                previous_keys,
+                c.position_embeddings,
+                c.valid,
+                c.is_image,
+                c.is_text,
             )
-        elif step.score == "next_layer_last_token":
-            scores = next_layer_last_token_scores(lm.layers[index], hidden, position_embeddings, valid)
-        elif step.score == "pivot_quota":
-            quota = torch.tensor([step.pivot_quota(int(n)) for n in is_image.sum(dim=1)])
+        if step.score == "next_layer_last_token":
+            return next_layer_last_token_scores(lm.layers[c.layer], c.hidden, c.position_embeddings, c.valid)
+        if step.score == "pivot_quota":
+            quota = torch.tensor([step.pivot_quota(int(n)) for n in c.is_image.sum(dim=1)])
+            groups = lm.layers[c.layer - 1].self_attn.num_key_value_groups
             return pivot_quota_keep(
-                lm.norm(hidden),
-                cached_keys_values(cache)[index - 1][0],
-                position_ids,
-                is_image,
-                is_text,
-                step.pivots,
-                step.text_pivots,
-                quota,
-                lm.layers[index - 1].self_attn.num_key_value_groups,
-            )
-        elif step.score == "duplication":
-            scores = duplication_scores(hidden, cached_keys_values(cache)[index - 1][0], is_image, budget, step.pivots)
-        elif step.score in ("random", "uniform"):
-            scores = positional_scores(step.score, is_image, budget, step.seed)
-        else:  # a rule an installed method declares (himap_lmms.pruning.registry)
-            context = ScoreContext(
-                step,
-                index,
-                lm,
-                cache,
-                hidden,
-                layer_input,
-                position_ids,
-                position_embeddings,
-                valid,
-                is_image,
-                is_text,
-                budget,
-            )
-            scores = score_rule(step.score)(context)
-        return scores
+                lm.norm(c.hidden), previous_keys, c.position_ids, c.is_image, c.is_text, step.pivots,
+                step.text_pivots, quota, groups,
+            )  # fmt: skip
+        if step.score == "duplication":
+            return duplication_scores(c.hidden, previous_keys, c.is_image, c.budget, step.pivots)
+        if step.score in ("random", "uniform"):
+            return positional_scores(step.score, c.is_image, c.budget, step.seed)
+        return score_rule(step.score)(context)  # a rule an installed method declares (himap_lmms.pruning.registry)
 
     @torch.no_grad()
     def decode(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
