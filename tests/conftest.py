@@ -152,6 +152,14 @@ def load_model(tiny_llava_dir: Path, target: EngineTarget, attention: str) -> Ll
     return model.to(target.device).eval()
 
 
+def sdpa_and_eager(
+    directory: Path, dtype: torch.dtype = torch.float64
+) -> tuple[LlavaForConditionalGeneration, LlavaForConditionalGeneration]:
+    """The checkpoint twice on the CPU in ``dtype``: with SDPA for the engine, eager for a slow reference."""
+    target = EngineTarget(torch.device("cpu"), dtype, "sdpa")
+    return load_model(directory, target, "sdpa"), load_model(directory, target, "eager")
+
+
 @pytest.fixture(scope="session")
 def model(tiny_llava_dir: Path, target: EngineTarget) -> LlavaForConditionalGeneration:
     """The model under test: the tiny LLaVA on the target's device, dtype and attention kernel."""

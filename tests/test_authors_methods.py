@@ -17,13 +17,12 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import LOGIT_TOLERANCE, QUESTIONS, EngineTarget, draw_image, encode
+from conftest import LOGIT_TOLERANCE, QUESTIONS, EngineTarget, draw_image, encode, sdpa_and_eager
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 from himap_lmms.compat import (
     call_decoder_layer,
-    dtype_argument,
     image_features_per_image,
     image_token_id,
     language_model_of,
@@ -49,12 +48,7 @@ def authors_dir(tmp_path_factory):
 @pytest.fixture(scope="module", params=list(DTYPES))
 def models(request, authors_dir) -> tuple[LlavaForConditionalGeneration, LlavaForConditionalGeneration]:
     """(engine's SDPA model, reference's eager model) in one dtype."""
-    return tuple(
-        LlavaForConditionalGeneration.from_pretrained(
-            authors_dir, **dtype_argument(DTYPES[request.param]), attn_implementation=kernel
-        ).eval()
-        for kernel in ("sdpa", "eager")
-    )
+    return sdpa_and_eager(authors_dir, DTYPES[request.param])
 
 
 @pytest.fixture(scope="module")
@@ -435,12 +429,7 @@ def test_pyramiddrop_repeats_grouped_keys(tmp_path, processor) -> None:
     """With fewer key heads than query heads the authors' product of queries and keys does not broadcast; the
     engine repeats each key head to its query heads, as the model's own attention does."""
     directory = build_tiny_llava(tmp_path, replace(TINY_CHECKPOINT, kv_heads=2), corpus=QUESTIONS)
-    model, eager = (
-        LlavaForConditionalGeneration.from_pretrained(
-            directory, **dtype_argument(torch.float64), attn_implementation=kernel
-        ).eval()
-        for kernel in ("sdpa", "eager")
-    )
+    model, eager = sdpa_and_eager(directory)
     inputs = encode(processor, QUESTIONS[:1], [draw_image(6)])
     result = run_engine(model, PruningConfig.pyramiddrop(layers=(2, 5), ratio=0.5), inputs)
     kept, logits = pdrop_reference(eager, inputs, inputs["input_ids"][0, :0], [2, 5], [0.5, 0.25], repeat_keys=True)

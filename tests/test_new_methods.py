@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import QUESTIONS, draw_image, encode
+from conftest import QUESTIONS, draw_image, encode, sdpa_and_eager
 from references import (
     check_against,
     generate,
@@ -29,7 +29,6 @@ from references import (
 from transformers import LlavaForConditionalGeneration
 
 from himap_lmms.compat import (
-    dtype_argument,
     image_token_id,
     language_model_of,
     lm_head_of,
@@ -202,12 +201,7 @@ def test_visionzip_reads_llava_15s_feature_layer(tmp_path, processor) -> None:
     """LLaVA-1.5 reads CLIP's second-to-last layer (-2): the class token's attention must come from that layer."""
     shape = replace(TINY_CHECKPOINT, vision_layers=2, vision_feature_layer=-2)
     directory = build_tiny_llava(tmp_path, shape, corpus=QUESTIONS)
-    model, eager = (
-        LlavaForConditionalGeneration.from_pretrained(
-            directory, **dtype_argument(torch.float64), attn_implementation=kernel
-        ).eval()
-        for kernel in ("sdpa", "eager")
-    )
+    model, eager = sdpa_and_eager(directory)
     inputs = encode(processor, QUESTIONS[:1], [draw_image(4)])
     result = generate(model, PruningConfig.visionzip(keep=64, variant="prior"), inputs, 1)
     kept, vectors = visionzip_reference(eager, inputs, 64, 10 / 64)

@@ -104,14 +104,23 @@ def child_is_gone(run_dir: Path) -> bool:
     return False
 
 
+def stop_in_second_preset(
+    command: list[str], sig: signal.Signals, env=None, after: float = 1, timeout: float = 240
+) -> str:
+    """Start the sweep, send ``sig`` ``after`` seconds into its second preset (fastv_50), check it exits with
+    128 + ``sig``, and return what it printed after that preset started."""
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
+        wait_for(process.stdout, "[sweep] fastv_50:", timeout=timeout)
+        time.sleep(after)
+        process.send_signal(sig)
+        rest = process.stdout.read()
+        assert process.wait(timeout=120) == 128 + sig
+    return rest
+
+
 def test_sigterm_stops_the_running_preset_and_writes_the_table(tmp_path: Path) -> None:
     command, env = stub_sweep(tmp_path, finish="vanilla")
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
-        wait_for(process.stdout, "[sweep] fastv_50:")
-        time.sleep(1)
-        process.send_signal(signal.SIGTERM)
-        rest = process.stdout.read()
-        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    rest = stop_in_second_preset(command, signal.SIGTERM, env=env)
     folder = the_sweep(tmp_path)
     assert statuses(folder) == [OK, INTERRUPTED, NOT_RUN]
     assert SweepManifest.read(folder / SWEEP_MANIFEST).outcome == "stopped by SIGTERM"
@@ -230,12 +239,7 @@ def test_ctrl_c_during_a_real_lmms_eval_run(tmp_path: Path) -> None:
     """The testbed through stock lmms-eval: the first preset finishes, Ctrl-C lands in the second."""
     command = [sys.executable, str(SCRIPT), "--presets", "vanilla,fastv_50,himap_ref", "--tasks", TASK]
     command += ["--limit", "1", "--threads", "1", "--results", str(tmp_path / "results")]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
-        wait_for(process.stdout, "[sweep] fastv_50:", timeout=600)
-        time.sleep(3)
-        process.send_signal(signal.SIGINT)
-        rest = process.stdout.read()
-        assert process.wait(timeout=120) == 128 + signal.SIGINT
+    rest = stop_in_second_preset(command, signal.SIGINT, after=3, timeout=600)
     folder = the_sweep(tmp_path)
     assert statuses(folder) == [OK, INTERRUPTED, NOT_RUN]
     assert (folder / "leaderboard.md").read_text() in rest
