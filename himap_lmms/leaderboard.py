@@ -24,7 +24,8 @@ What each row records, so that the reader can see which rows compare:
   sweep pinned, and the ``sweep`` id;
 - one column per benchmark with its main metric (:data:`MAIN_METRICS`, else the task's first numeric
   metric that is not a stderr) and, with more than one benchmark, their unweighted ``mean`` (empty for a row
-  that lacks one of them: a mean over fewer benchmarks would not compare), then the cost: FLOPs ratio and
+  that lacks one of them: a mean over fewer benchmarks would not compare; benchmarks scored in points, MME's
+  perception score out of 2000, are left out of it for every row), then the cost: FLOPs ratio and
   latency per example (means over the row's benchmarks, from the ``throughput`` block the adapter fills) and
   the speed-up.
 
@@ -56,6 +57,7 @@ from typing import Any
 
 import pandas as pd
 
+from himap_lmms.comparison import benchmark_kind, on_share_scale
 from himap_lmms.cost import throughput_key
 from himap_lmms.pruning.config import PruningConfig, split_pruning_args
 from himap_lmms.run_comparisons import (
@@ -90,6 +92,7 @@ MAIN_METRICS: dict[str, str] = {
     **dict.fromkeys(("scienceqa_img_himap", "scienceqa_img_himap_local", "scienceqa_img"), "exact_match,none"),
     **dict.fromkeys(("pope", "pope_random", "pope_pop", "pope_adv", "pope_synth"), "pope_f1_score,none"),
     **dict.fromkeys(("textvqa_val", "textvqa_synth", "vqav2_val", "gqa"), "exact_match,none"),
+    "mme": "mme_perception_score,none",
 }
 MEAN_COLUMN = "mean"
 
@@ -460,7 +463,12 @@ def build_leaderboard(runs: Sequence[Run], against: Sequence[str] = ()) -> pd.Da
             run, runs, benchmarks, benchmark_label, vanilla, lambda other: mean_cost(other)[0], against
         )
         if len(benchmarks) > 1:
-            scores[MEAN_COLUMN] = None if compared[FLAGS] else _mean(scores.values())
+            shares = [
+                scores[benchmark_label(task, metric)]
+                for task, metric in benchmarks
+                if on_share_scale(benchmark_kind(task))
+            ]
+            scores[MEAN_COLUMN] = None if compared[FLAGS] or not shares else _mean(shares)
         rows.append(
             {
                 "model": run.model,

@@ -37,10 +37,11 @@ REPO = Path(__file__).resolve().parent.parent
 BATCHES = (1, 2)
 TINY = LLAVA_SHAPES["tiny"]
 BENCH_METHODS = bench_methods(DEFAULT_METHODS, TINY, fastv_pairs=True)
-# The presets that are pruned and not FastV: each has an equal-FLOPs FastV partner, but VisionZip's (144 and 64 of
-# 576 tokens from layer 0) cost less on the tiny shape's 12 layers than FastV keeping one token from K=2.
-PAIRED = ("himap_ref", "himap_25", "dart_20", "dart_10", "pdrop", "pdrop_25", "visionzip_25", "visionzip_11")
-PAIRED_AT_TINY = PAIRED[:-2]
+# The presets that are pruned and not FastV: each has an equal-FLOPs FastV partner, but VisionZip's and pooling's
+# (144 and 64 of 576 tokens from layer 0) cost less on the tiny shape's 12 layers than FastV keeping one token from K=2.
+BEFORE_LAYER_0 = ("visionzip_25", "visionzip_11", "pool_25", "pool_11")
+PAIRED = ("himap_ref", "himap_25", "dart_20", "dart_10", "pdrop", "pdrop_25", *BEFORE_LAYER_0)
+PAIRED_AT_TINY = PAIRED[: -len(BEFORE_LAYER_0)]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_results_have_every_method_and_batch(bench) -> None:
         assert rows["vanilla"]["prefill_speedup"]["median"] == 1.0
     assert results["reference_style"]["speedup_total"]["median"] > 0
     assert len(results["goals"]) == (5 + len(PAIRED_AT_TINY)) * len(BATCHES)
-    assert results["unpaired"] == ["visionzip_25", "visionzip_11"]
+    assert results["unpaired"] == list(BEFORE_LAYER_0)
 
 
 def test_methods_are_the_presets_with_their_fastv_partners() -> None:

@@ -18,8 +18,10 @@ from himap_lmms.comparison import (
     hard_subset,
     headline,
     mean_difference,
+    mme_label,
     parse_rate,
     parsed,
+    resample_weights,
     rests_on_minority,
     subset_accuracy,
 )
@@ -41,6 +43,11 @@ def answers(scores: list[float], replies: list[str] | None = None) -> list[Answe
         ("scienceqa", "The answer is B", False),
         ("textvqa", "red", True),
         ("textvqa", "  ", False),
+        ("mme", "Yes, there is a dog", True),
+        ("mme", "n", True),
+        ("mme", "There is a dog", False),
+        ("gqa", "left", True),
+        ("gqa", "", False),
     ],
 )
 def test_parse_rules(kind, reply, expected) -> None:
@@ -48,14 +55,10 @@ def test_parse_rules(kind, reply, expected) -> None:
 
 
 def test_kinds_come_from_task_names_and_unknown_kinds_are_errors() -> None:
-    assert [benchmark_kind(t) for t in ("pope_synth", "scienceqa_img_himap_local", "textvqa_val", "mme")] == [
-        "pope",
-        "scienceqa",
-        "textvqa",
-        None,
-    ]
-    with pytest.raises(ValueError, match=r"no parse rule for benchmark kind 'mme'"):
-        parsed("mme", "x")
+    tasks = ("pope_synth", "scienceqa_img_himap_local", "textvqa_val", "vqav2_val", "gqa", "mme", "mmmu_val")
+    assert [benchmark_kind(t) for t in tasks] == ["pope", "scienceqa", "textvqa", "vqav2", "gqa", "mme", None]
+    with pytest.raises(ValueError, match=r"no parse rule for benchmark kind 'mmmu'"):
+        parsed("mmmu", "x")
     assert parse_rate(None, answers([1.0])) is None
 
 
@@ -146,3 +149,69 @@ def test_answers_are_read_from_lmms_eval_samples() -> None:
     ]
     with pytest.raises(ValueError, match=r"document 0 has no numeric 'exact_match' in its sample"):
         answers_from_samples("scienceqa", "exact_match", lines[:1])
+
+
+def mme_answers(seed: int, right: float = 0.6, images: int = 6) -> list[Answer]:
+    """Two questions per image, three categories, each reply scored 1 or 0 with probability ``right``."""
+    rng = random.Random(seed)
+    rows = []
+    for category in ("color", "count", "OCR"):
+        for image in range(images):
+            for question in range(2):
+                score = float(rng.random() < right)
+                doc = f"{category}-{image}-{question}"
+                rows.append(Answer(doc, "Yes" if score else "No", score, group=f"{image}.png", category=category))
+    return rows
+
+
+def test_mme_reads_replies_as_lmms_evals_scorer_does() -> None:
+    from lmms_eval.tasks.mme.utils import parse_pred_ans
+
+    replies = ["Yes", "no.", "y", "N", "x", "Yes, it is", "Nope", "not sure", "I think yes", "", " NO ", "know"]
+    assert [mme_label(reply) for reply in replies] == [parse_pred_ans(reply) for reply in replies]
+    assert answer_key("mme", "Yes, it is") == answer_key("mme", "y") == "yes"
+
+
+def test_mme_score_equals_lmms_evals_aggregate() -> None:
+    from lmms_eval.tasks.mme.utils import mme_aggregate_results
+
+    rows = mme_answers(seed=1)
+    stock = [{"question_id": a.group, "category": a.category, "score": a.score} for a in rows]
+    assert headline("mme", rows) == pytest.approx(mme_aggregate_results(stock), abs=1e-9)
+    with pytest.raises(ValueError, match=r"image '0.png' of 'color' has 1"):
+        headline("mme", rows[1:])
+
+
+def test_mme_resamples_keep_pairs_whole_and_categories_full() -> None:
+    rows = mme_answers(seed=2)
+    weights = resample_weights(len(rows), units=[(a.category, a.group) for a in rows])
+    assert np.array_equal(weights[:, 0::2], weights[:, 1::2])  # both questions of an image drawn together
+    for first in range(0, len(rows), 12):  # each category's 6 images drawn 6 times in every resample
+        assert (weights[:, first : first + 12].sum(axis=1) == 12).all()
+    better = compare("mme", mme_answers(seed=3, right=0.9), rows)
+    again = compare("mme", mme_answers(seed=3, right=0.9), rows)
+    assert np.array_equal(better.resampled, again.resampled)
+    assert better.difference.low <= better.difference.value <= better.difference.high
+    assert compare("mme", rows, rows).difference == Difference(0.0, 0.0, 0.0)
+
+
+def test_the_mean_over_benchmarks_leaves_out_mmes_points() -> None:
+    sqa = compare("scienceqa", answers([1] * 10), answers([0] * 10))
+    mme = compare("mme", mme_answers(seed=3, right=0.9), mme_answers(seed=4))
+    assert mean_difference([sqa, mme]) == mean_difference([sqa]) == Difference(1.0, 1.0, 1.0)
+    assert mean_difference([mme]) is None
+
+
+def test_mme_answers_are_read_from_the_samples_of_their_score() -> None:
+    record = {"question_id": "code/1.png", "category": "code_reasoning", "score": 1.0}
+    lines = [
+        {
+            "doc_id": 0,
+            "target": "Yes",
+            "filtered_resps": ["Yes"],
+            "mme_perception_score": {**record, "category": "OCR"},
+        },
+        {"doc_id": 1, "target": "No", "filtered_resps": ["Yes"], "mme_cognition_score": record},
+    ]
+    (answer,) = answers_from_samples("mme", "mme_perception_score", lines)
+    assert answer == Answer("0", "Yes", 1.0, "Yes", group="code/1.png", category="OCR")

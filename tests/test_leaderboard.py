@@ -21,7 +21,7 @@ from leaderboard_files import SQA, VANILLA_ARGS, read_markdown, results_payload,
 from himap_lmms import leaderboard as lb
 from himap_lmms.sweep_manifest import INTERRUPTED, NOT_RUN, SweepManifest
 
-MME = "mme"
+GQA = "gqa"
 HIMAP_ARGS = "pretrained=/models/llava-v1.5-7b,method=himap,k1=2,keep1=288,k2=8,keep2=72"
 
 
@@ -140,36 +140,46 @@ def test_a_reference_table_refuses_smoke_and_failed_runs(tmp_path: Path, capsys:
 
 def test_per_task_cost_keys_win_over_the_run_wide_ones(tmp_path: Path) -> None:
     both = {**cost(0.5, 0.9, tasks=()), f"avg_latency_s:{SQA}": 0.2, f"avg_flops_ratio:{SQA}": 0.3}
-    write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.7, MME: 0.6}, both))
+    write_results(tmp_path, results_payload(HIMAP_ARGS, {SQA: 0.7, GQA: 0.6}, both))
     (run,) = lb.collect_runs([tmp_path])
     assert lb.task_cost(run, SQA) == (0.3, 0.2)
-    assert lb.task_cost(run, MME) == (0.9, 0.5)  # no per-task key: the run-wide value
+    assert lb.task_cost(run, GQA) == (0.9, 0.5)  # no per-task key: the run-wide value
     (row,) = board_for(tmp_path).to_dict(orient="records")
     assert row["latency (s/example)"] == pytest.approx((0.2 + 0.5) / 2)
     assert row["FLOPs ratio"] == pytest.approx((0.3 + 0.9) / 2)
 
 
 def test_a_run_without_a_benchmark_gets_an_empty_cell(tmp_path: Path) -> None:
-    vanilla = results_payload(VANILLA_ARGS, {SQA: 0.679, MME: 0.75}, cost(0.2, 1.0, (SQA, MME)))
+    vanilla = results_payload(VANILLA_ARGS, {SQA: 0.679, GQA: 0.75}, cost(0.2, 1.0, (SQA, GQA)))
     write_sweep(tmp_path, "s", {"vanilla": vanilla, "himap": results_payload(HIMAP_ARGS, {SQA: 0.683}, cost(0.1, 0.3))})
     out = tmp_path / "board"
     assert lb.main([str(tmp_path), "--out", str(out)]) == 0
     header, _, vanilla_md, himap_md = read_markdown(out / "leaderboard.md")
-    mme = header.index(f"{MME} exact_match")
-    assert header[mme + 1] == f"{SQA} exact_match"
-    assert himap_md[mme] == "" and vanilla_md[mme] == "0.7500"
+    gqa = header.index(f"{GQA} exact_match")
+    assert header[gqa + 1] == f"{SQA} exact_match"
+    assert himap_md[gqa] == "" and vanilla_md[gqa] == "0.7500"
     # The vanilla run covers other benchmarks than the row: their latencies are not over the same documents.
     assert himap_md[header.index("speed-up vs none")] == ""
 
 
 def test_mean_column_averages_the_benchmarks_of_a_row_and_only_complete_rows(tmp_path: Path) -> None:
-    vanilla = results_payload(VANILLA_ARGS, {SQA: 0.7, MME: 0.5}, cost(0.2, 1.0, (SQA, MME)))
+    vanilla = results_payload(VANILLA_ARGS, {SQA: 0.7, GQA: 0.5}, cost(0.2, 1.0, (SQA, GQA)))
     write_sweep(tmp_path, "s", {"vanilla": vanilla, "himap": results_payload(HIMAP_ARGS, {SQA: 0.6}, cost(0.1, 0.3))})
     board = board_for(tmp_path)
     assert list(board.columns).index("mean") == list(board.columns).index(f"{SQA} exact_match") + 1
     vanilla_row, himap_row = board.to_dict(orient="records")
     assert vanilla_row["mean"] == pytest.approx(0.6)
-    assert pd.isna(himap_row["mean"])  # a mean over SQA alone would not compare with one over SQA and MME
+    assert pd.isna(himap_row["mean"])  # a mean over SQA alone would not compare with one over SQA and GQA
+
+
+def test_the_mean_leaves_out_mme_whose_score_is_in_points(tmp_path: Path) -> None:
+    """MME's perception score runs to 2000: in a mean with shares it would be the mean. It keeps its column."""
+    payload = results_payload(VANILLA_ARGS, {SQA: 0.7, GQA: 0.5})
+    payload["results"]["mme"] = {"alias": "mme", "mme_perception_score,none": 1500.0, "mme_cognition_score,none": 300.0}
+    write_results(tmp_path, payload)
+    (row,) = board_for(tmp_path).to_dict(orient="records")
+    assert row["mme mme_perception_score"] == 1500.0  # the main metric papers report, not cognition
+    assert row["mean"] == pytest.approx(0.6)
 
 
 def test_a_single_benchmark_gets_no_mean_column(tmp_path: Path) -> None:

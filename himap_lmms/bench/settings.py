@@ -32,6 +32,8 @@ DEFAULT_METHODS = (
     "pdrop_25",
     "visionzip_25",
     "visionzip_11",
+    "pool_25",
+    "pool_11",
 )
 REFERENCE = "himap_ref"  # the setting the goals are checked at
 PAIR_PREFIX = "fastv="
