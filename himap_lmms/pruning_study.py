@@ -111,9 +111,11 @@ def pyramid_ratio_for_share(share: float, num_layers: int) -> float | Unreachabl
     """
 
     def share_at(ratio: float) -> float:
-        return layer_mean_share(PruningConfig.pyramiddrop(stages=PYRAMID_STAGES, ratio=ratio), num_layers)
+        return layer_mean_share(PruningConfig.from_args("pyramiddrop", stages=PYRAMID_STAGES, ratio=ratio), num_layers)
 
-    floor = PruningConfig.pyramiddrop(stages=PYRAMID_STAGES).for_depth(num_layers).steps[0].layer / num_layers
+    floor = (
+        PruningConfig.from_args("pyramiddrop", stages=PYRAMID_STAGES).for_depth(num_layers).steps[0].layer / num_layers
+    )
     if share <= floor:
         return Unreachable(
             f"not run: its layers before the first stage alone hold {100 * floor:.1f} % of the image tokens, "
@@ -129,7 +131,7 @@ def pyramid_ratio_for_share(share: float, num_layers: int) -> float | Unreachabl
 def methods_at(budget: float, num_layers: int) -> dict[str, PruningConfig | Unreachable]:
     """The configs of one budget; the ``=cost`` ones match HiMAP's layer-mean share of image tokens."""
     schedule = {"k1": 2, "ratio1": min(1.0, 4 * budget), "k2": 8, "ratio2": budget}
-    himap = PruningConfig.himap(**schedule)
+    himap = PruningConfig.from_args("himap", **schedule)
     share = layer_mean_share(himap, num_layers)
     # Layers 0 and 1 see every image token under both schedules, so this ratio lies in (0, 1]. DART prunes once
     # before the same layer, so the same ratio gives it about the same share (its authors' per-pivot quotas round
@@ -139,25 +141,27 @@ def methods_at(budget: float, num_layers: int) -> dict[str, PruningConfig | Unre
     pyramid_cost = pyramid_ratio_for_share(share, num_layers)
     return {
         "himap": himap,
-        "random": PruningConfig.random(**schedule, seed=0),
-        "fastv": PruningConfig.fastv(k=2, ratio=budget),
-        "fastv=cost": PruningConfig.fastv(k=2, ratio=fastv_ratio),
-        "input": PruningConfig.input(ratio=budget),
-        "input=cost": PruningConfig.input(ratio=share),
-        "dart": PruningConfig.dart(k=2, ratio=budget),
-        "dart=cost": PruningConfig.dart(k=2, ratio=fastv_ratio),
+        "random": PruningConfig.from_args("random", **schedule, seed=0),
+        "fastv": PruningConfig.from_args("fastv", k=2, ratio=budget),
+        "fastv=cost": PruningConfig.from_args("fastv", k=2, ratio=fastv_ratio),
+        "input": PruningConfig.from_args("input", ratio=budget),
+        "input=cost": PruningConfig.from_args("input", ratio=share),
+        "dart": PruningConfig.from_args("dart", k=2, ratio=budget),
+        "dart=cost": PruningConfig.from_args("dart", k=2, ratio=fastv_ratio),
         # the last stage keeps ratio ** stages of the image tokens: the budget
-        "pyramiddrop": PruningConfig.pyramiddrop(stages=PYRAMID_STAGES, ratio=round(budget ** (1 / PYRAMID_STAGES), 4)),
+        "pyramiddrop": PruningConfig.from_args(
+            "pyramiddrop", stages=PYRAMID_STAGES, ratio=round(budget ** (1 / PYRAMID_STAGES), 4)
+        ),
         "pyramiddrop=cost": (
             pyramid_cost
             if isinstance(pyramid_cost, Unreachable)
-            else PruningConfig.pyramiddrop(stages=PYRAMID_STAGES, ratio=pyramid_cost)
+            else PruningConfig.from_args("pyramiddrop", stages=PYRAMID_STAGES, ratio=pyramid_cost)
         ),
-        "visionzip": PruningConfig.visionzip(ratio=budget),
-        "visionzip=cost": PruningConfig.visionzip(ratio=share),
+        "visionzip": PruningConfig.from_args("visionzip", ratio=budget),
+        "visionzip=cost": PruningConfig.from_args("visionzip", ratio=share),
         # pooling keeps a square grid: the one nearest the budget, or HiMAP's share
-        "pool": PruningConfig.pool(ratio=budget),
-        "pool=cost": PruningConfig.pool(ratio=share),
+        "pool": PruningConfig.from_args("pool", ratio=budget),
+        "pool=cost": PruningConfig.from_args("pool", ratio=share),
     }
 
 
@@ -462,8 +466,8 @@ def table_by_budget(rows: Sequence[dict], cell: Callable[[dict], str] = score_ce
 
 def study_benchmark(model: PreTrainedModel, processor: Any, name: str, docs: Sequence[dict], batch_size: int) -> dict:
     """Vanilla, the blank-image control and every method at every budget on one benchmark's ``docs``."""
-    vanilla = evaluate(model, processor, docs, PruningConfig.none(), batch_size, benchmark=name)
-    blank = evaluate(model, processor, docs, PruningConfig.none(), batch_size, blank=True, benchmark=name)
+    vanilla = evaluate(model, processor, docs, PruningConfig(), batch_size, benchmark=name)
+    blank = evaluate(model, processor, docs, PruningConfig(), batch_size, blank=True, benchmark=name)
     rows = []
     layers = model.config.get_text_config().num_hidden_layers
     runs = [(b, method, config) for b in BUDGETS for method, config in methods_at(b, layers).items()]

@@ -32,7 +32,7 @@ from himap_lmms.compat import (
     vision_tower_of,
 )
 from himap_lmms.pruning import PrunedLlava, PruningConfig
-from himap_lmms.pruning.visionzip import select_tokens
+from himap_lmms.pruning.kernels.visionzip import select_tokens
 from himap_lmms.tiny_llava import TINY_CHECKPOINT, build_tiny_llava
 
 SHAPE = replace(TINY_CHECKPOINT, name="tiny-authors", layers=26, vision_layers=2, vision_feature_layer=-2)
@@ -326,7 +326,9 @@ def check(models, processor, config, reference, kept_of=None) -> None:
     ids=["authors-llava15", "k3-keep64-2+6", "k5-ratio0.3-8+0"],
 )
 def test_dart_matches_its_authors_code(models, authors_processor, k, keep, ratio, image_pivots, text_pivots) -> None:
-    config = PruningConfig.dart(k=k, keep=keep, ratio=ratio, image_pivots=image_pivots, text_pivots=text_pivots)
+    config = PruningConfig.from_args(
+        "dart", k=k, keep=keep, ratio=ratio, image_pivots=image_pivots, text_pivots=text_pivots
+    )
     check(
         models,
         authors_processor,
@@ -343,7 +345,7 @@ def test_dart_matches_its_authors_code(models, authors_processor, k, keep, ratio
     ids=["authors-llava15", "2/10/20-0.3", "4/12-0.6"],
 )
 def test_pyramiddrop_matches_its_authors_code(models, authors_processor, layers, ratio) -> None:
-    config = PruningConfig.pyramiddrop(layers=layers, ratio=ratio)
+    config = PruningConfig.from_args("pyramiddrop", layers=layers, ratio=ratio)
     ratio_list = [ratio**s for s in range(1, len(layers) + 1)]
     check(
         models,
@@ -360,7 +362,7 @@ def test_pyramiddrop_matches_its_authors_code(models, authors_processor, layers,
 )
 def test_visionzip_matches_its_authors_code(models, authors_processor, dominant, contextual) -> None:
     model, _ = models
-    config = PruningConfig.visionzip(dominant=dominant, contextual=contextual)
+    config = PruningConfig.from_args("visionzip", dominant=dominant, contextual=contextual)
 
     def kept(result, row, pad, used):  # the dominant patches, from the engine's own tower selection
         return [select_tokens(model, used["pixel_values"], config.steps[0])[1][row]]
@@ -382,14 +384,16 @@ def test_dart_quotas_stop_when_no_image_token_is_left(model64, processor) -> Non
     left, so a budget of the whole image keeps it all (and is vanilla), and a prompt with fewer text tokens than
     text pivots uses the ones it has."""
     inputs = encode(processor, QUESTIONS[:1], [draw_image(3)])
-    vanilla = run_engine(model64, PruningConfig.none(), inputs)
-    whole = run_engine(model64, PruningConfig.dart(keep=10_000), inputs)
+    vanilla = run_engine(model64, PruningConfig(), inputs)
+    whole = run_engine(model64, PruningConfig.from_args("dart", keep=10_000), inputs)
     assert whole.stats.kept[0][0].numel() == 576
     assert torch.equal(whole.logits[0], vanilla.logits[0])
     start, length = image_span(model64, inputs["input_ids"][0])
     text = inputs["input_ids"].shape[1] - start - length  # the tokens after the image: fewer than 100
     assert text < 100
-    many = run_engine(model64, PruningConfig.dart(keep=1040, text_pivots=100), inputs)  # 10 tokens per pivot
+    many = run_engine(
+        model64, PruningConfig.from_args("dart", keep=1040, text_pivots=100), inputs
+    )  # 10 tokens per pivot
     assert many.stats.kept[0][0].numel() == 4 + (4 + text) * 10
 
 
@@ -400,7 +404,7 @@ def test_dart_pools_the_images_of_a_prompt(model64, processor) -> None:
         [{"role": "user", "content": "<image>\n<image>\n" + QUESTIONS[0]}], add_generation_prompt=True, tokenize=False
     )
     inputs = processor(images=[draw_image(3), draw_image(4)], text=[prompt], return_tensors="pt")
-    result = run_engine(model64, PruningConfig.dart(), dict(inputs.to("cpu", torch.float64)))
+    result = run_engine(model64, PruningConfig.from_args("dart"), dict(inputs.to("cpu", torch.float64)))
     assert result.stats.kept[0][0].numel() == 4 + 8 * 16
 
 
@@ -408,8 +412,8 @@ def test_visionzip_without_contextual_tokens_keeps_the_dominant_ones(model64, pr
     """``contextual=0`` divides by zero in the authors' code; here it keeps the dominant tokens alone, the same
     ones (and in the same order) as with contextual tokens."""
     pixels = encode(processor, QUESTIONS[:1], [draw_image(3)])["pixel_values"]
-    alone, _ = select_tokens(model64, pixels, PruningConfig.visionzip(dominant=40, contextual=0).steps[0])
-    merged, _ = select_tokens(model64, pixels, PruningConfig.visionzip(dominant=40, contextual=6).steps[0])
+    alone, _ = select_tokens(model64, pixels, PruningConfig.from_args("visionzip", dominant=40, contextual=0).steps[0])
+    merged, _ = select_tokens(model64, pixels, PruningConfig.from_args("visionzip", dominant=40, contextual=6).steps[0])
     assert alone.shape[1] == 40 and torch.equal(alone, merged[:, :40])
 
 
@@ -418,7 +422,7 @@ def test_visionzip_reads_the_configured_feature_layer(model64, processor) -> Non
     model reads its one CLIP layer's output, -1), and matches the reference reading the same layer."""
     assert model64.config.vision_feature_layer == -1
     inputs = encode(processor, QUESTIONS[:1], [draw_image(5)])
-    config = PruningConfig.visionzip(dominant=30, contextual=8)
+    config = PruningConfig.from_args("visionzip", dominant=30, contextual=8)
     result = run_engine(model64, config, inputs)
     patches, logits = visionzip_reference(model64, inputs, inputs["input_ids"][0, :0], 30, 8)
     assert select_tokens(model64, inputs["pixel_values"], config.steps[0])[1][0].tolist() == patches.tolist()
@@ -431,7 +435,7 @@ def test_pyramiddrop_repeats_grouped_keys(tmp_path, processor) -> None:
     directory = build_tiny_llava(tmp_path, replace(TINY_CHECKPOINT, kv_heads=2), corpus=QUESTIONS)
     model, eager = sdpa_and_eager(directory)
     inputs = encode(processor, QUESTIONS[:1], [draw_image(6)])
-    result = run_engine(model, PruningConfig.pyramiddrop(layers=(2, 5), ratio=0.5), inputs)
+    result = run_engine(model, PruningConfig.from_args("pyramiddrop", layers=(2, 5), ratio=0.5), inputs)
     kept, logits = pdrop_reference(eager, inputs, inputs["input_ids"][0, :0], [2, 5], [0.5, 0.25], repeat_keys=True)
     assert [k[0].tolist() for k in result.stats.kept] == [k.tolist() for k in kept]
     torch.testing.assert_close(result.logits[0][0], logits, rtol=0, atol=1e-6)

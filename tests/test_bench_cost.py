@@ -112,14 +112,16 @@ def test_fastv_partners_have_their_methods_flops_ratio(shape: str, paired: tuple
         assert (fastv.method, step.layer) == ("fastv", 2)
         target = formula_flops_ratio(presets[name], shape)
         gaps = [
-            abs(formula_flops_ratio(PruningConfig.fastv(k=2, keep=keep), shape) - target)
+            abs(formula_flops_ratio(PruningConfig.from_args("fastv", k=2, keep=keep), shape) - target)
             for keep in (step.keep - 1, step.keep, step.keep + 1)
         ]
         assert gaps[1] <= min(gaps), name
         assert gaps[1] < 1e-3, (name, gaps[1])
     for name in set(PAIRED) - set(paired):
         assert equal_flops_fastv(presets[name], shape) is None
-        assert formula_flops_ratio(presets[name], shape) < formula_flops_ratio(PruningConfig.fastv(k=2, keep=1), shape)
+        assert formula_flops_ratio(presets[name], shape) < formula_flops_ratio(
+            PruningConfig.from_args("fastv", k=2, keep=1), shape
+        )
 
 
 def test_equal_flops_rows_pair_the_rounds(bench) -> None:

@@ -29,17 +29,17 @@ SWALLOWED = {"cache": "past_key_value", "past_key_values": "cache", "past_key_va
 
 def test_the_engine_refuses_a_decoder_layer_that_ignores_its_cache_keyword(model64, monkeypatch) -> None:
     """The issue's silent failure: the keyword of a neighbouring version is swallowed and the cache stays empty."""
-    PrunedLlava(model64, PruningConfig.none())  # this version's keyword passes
+    PrunedLlava(model64, PruningConfig())  # this version's keyword passes
     wrong = SWALLOWED[compat.CACHE_KEYWORD]
     monkeypatch.setattr(compat, "CACHE_KEYWORD", wrong)
     with pytest.raises(RuntimeError, match=rf"transformers {compat.VERSION}: .*`{wrong}=`"):
-        PrunedLlava(model64, PruningConfig.none())
+        PrunedLlava(model64, PruningConfig())
 
 
 def test_the_cache_keyword_fills_every_layer_on_decoding(model64, processor) -> None:
     """After a generation every layer cached the prompt and all new tokens but the last (never fed back)."""
     inputs = encode(processor, [QUESTIONS[0]], [draw_image(0)])
-    generation = PrunedLlava(model64, PruningConfig.none()).generate(**inputs, max_new_tokens=3, return_cache=True)
+    generation = PrunedLlava(model64, PruningConfig()).generate(**inputs, max_new_tokens=3, return_cache=True)
     lengths = [keys.shape[2] for keys, _ in compat.cached_keys_values(generation.cache)]
     assert lengths == [inputs["input_ids"].shape[1] + 2] * len(compat.language_model_of(model64).layers)
 

@@ -61,7 +61,7 @@ def test_none_matches_transformers_generate(model, single, target) -> None:
     reference = model.generate(
         **single, max_new_tokens=STEPS, do_sample=False, output_logits=True, return_dict_in_generate=True
     )
-    ours = generate(model, PruningConfig.none(), single)
+    ours = generate(model, PruningConfig(), single)
     assert ours.sequences.tolist() == reference.sequences[:, -STEPS:].tolist()
     for our_logits, their_logits in zip(ours.logits, reference.logits, strict=True):
         target.assert_logits_close(our_logits, their_logits.float(), atol=1e-6)
@@ -73,7 +73,7 @@ def test_none_matches_transformers_generate_on_a_padded_batch(model, processor, 
     reference = model.generate(
         **inputs, max_new_tokens=STEPS, do_sample=False, output_logits=True, return_dict_in_generate=True
     )
-    ours = generate(model, PruningConfig.none(), inputs)
+    ours = generate(model, PruningConfig(), inputs)
     assert ours.sequences.tolist() == reference.sequences[:, -STEPS:].tolist()
     for our_logits, their_logits in zip(ours.logits, reference.logits, strict=True):
         target.assert_logits_close(our_logits, their_logits.float(), atol=1e-6)
@@ -85,17 +85,17 @@ def test_none_matches_transformers_generate_on_a_padded_batch(model, processor, 
 @pytest.mark.parametrize(
     "config",
     [
-        PruningConfig.himap(keep1=576, keep2=576),
-        PruningConfig.himap(ratio1=1.0, ratio2=1.0),
-        PruningConfig.fastv(keep=576),
-        PruningConfig.fastv(ratio=1.0),
-        PruningConfig.dart(keep=576),
-        PruningConfig.pyramiddrop(stages=3, ratio=1.0),
+        PruningConfig.from_args("himap", keep1=576, keep2=576),
+        PruningConfig.from_args("himap", ratio1=1.0, ratio2=1.0),
+        PruningConfig.from_args("fastv", keep=576),
+        PruningConfig.from_args("fastv", ratio=1.0),
+        PruningConfig.from_args("dart", keep=576),
+        PruningConfig.from_args("pyramiddrop", stages=3, ratio=1.0),
     ],
     ids=["himap-keep", "himap-ratio", "fastv-keep", "fastv-ratio", "dart-keep", "pyramiddrop-ratio"],
 )
 def test_keeping_every_image_token_equals_vanilla(model, single, target, config) -> None:
-    vanilla = generate(model, PruningConfig.none(), single)
+    vanilla = generate(model, PruningConfig(), single)
     pruned = generate(model, config, single)
     assert torch.equal(pruned.sequences, vanilla.sequences)
     for ours, theirs in zip(pruned.logits, vanilla.logits, strict=True):
@@ -108,9 +108,15 @@ def test_keeping_every_image_token_equals_vanilla(model, single, target, config)
 @pytest.mark.parametrize(
     ("config", "schedule"),
     [
-        (PruningConfig.himap(k1=2, keep1=288, k2=8, keep2=72), [(2, "instruction", 288), (8, "visual", 72)]),
-        (PruningConfig.himap(k1=3, keep1=100, k2=5, keep2=30), [(3, "instruction", 100), (5, "visual", 30)]),
-        (PruningConfig.fastv(k=2, keep=144), [(2, "last_token", 144)]),
+        (
+            PruningConfig.from_args("himap", k1=2, keep1=288, k2=8, keep2=72),
+            [(2, "instruction", 288), (8, "visual", 72)],
+        ),
+        (
+            PruningConfig.from_args("himap", k1=3, keep1=100, k2=5, keep2=30),
+            [(3, "instruction", 100), (5, "visual", 30)],
+        ),
+        (PruningConfig.from_args("fastv", k=2, keep=144), [(2, "last_token", 144)]),
     ],
     ids=["himap-reference", "himap-other-layers", "fastv"],
 )
@@ -131,14 +137,14 @@ def test_engine_matches_slow_reference(model, eager_model, single, target, confi
 # Every method, as the matrix of targets (dtypes, kernels, devices) runs them: HiMAP and FastV against their slow
 # reference below float64; the later methods (references in tests/test_authors_methods.py) by their kept counts.
 EVERY_METHOD = {
-    "himap": PruningConfig.himap(),
-    "fastv": PruningConfig.fastv(),
-    "dart": PruningConfig.dart(),
-    "pyramiddrop": PruningConfig.pyramiddrop(stages=3),
-    "visionzip": PruningConfig.visionzip(),
-    "dart-prior": PruningConfig.dart(variant="prior"),
-    "pyramiddrop-prior": PruningConfig.pyramiddrop(variant="prior"),
-    "visionzip-prior": PruningConfig.visionzip(variant="prior"),
+    "himap": PruningConfig.from_args("himap"),
+    "fastv": PruningConfig.from_args("fastv"),
+    "dart": PruningConfig.from_args("dart"),
+    "pyramiddrop": PruningConfig.from_args("pyramiddrop", stages=3),
+    "visionzip": PruningConfig.from_args("visionzip"),
+    "dart-prior": PruningConfig.from_args("dart", variant="prior"),
+    "pyramiddrop-prior": PruningConfig.from_args("pyramiddrop", variant="prior"),
+    "visionzip-prior": PruningConfig.from_args("visionzip", variant="prior"),
 }
 
 
@@ -172,11 +178,11 @@ def test_batch_equals_one_by_one(model, eager_model, processor, target, config) 
 
 def test_prompt_without_image_is_not_pruned(model, processor, target) -> None:
     batch = encode(processor, QUESTIONS[:2], [None, draw_image(1)], target)
-    result = generate(model, PruningConfig.himap(), batch)
+    result = generate(model, PruningConfig.from_args("himap"), batch)
     text_only = int(batch["attention_mask"][0].sum())
     assert result.stats.tokens_per_layer[0].tolist() == [text_only] * 12
     assert result.stats.kept[0][0].numel() == 0
-    alone = generate(model, PruningConfig.himap(), encode(processor, QUESTIONS[:1], [None], target))
+    alone = generate(model, PruningConfig.from_args("himap"), encode(processor, QUESTIONS[:1], [None], target))
     target.assert_logits_close(result.logits[0][0], alone.logits[0][0], atol=1e-8)
 
 
@@ -189,7 +195,7 @@ def test_several_images_are_ranked_together(model, processor, target) -> None:
         images=[draw_image(3), draw_image(4)], text=[prompt], return_tensors="pt", add_special_tokens=False
     )
     inputs = dict(inputs.to(target.device, target.dtype))
-    result = generate(model, PruningConfig.himap(keep1=288, keep2=72), inputs)
+    result = generate(model, PruningConfig.from_args("himap", keep1=288, keep2=72), inputs)
     image_positions = (inputs["input_ids"][0] == image_token_id(model.config)).nonzero().flatten()
     assert image_positions.numel() == 1152
     assert [kept[0].numel() for kept in result.stats.kept] == [288, 72]
@@ -197,8 +203,8 @@ def test_several_images_are_ranked_together(model, processor, target) -> None:
 
 
 def test_budget_larger_than_the_image_keeps_it_whole(model, single, target) -> None:
-    vanilla = generate(model, PruningConfig.none(), single)
-    result = generate(model, PruningConfig.fastv(keep=1000), single)
+    vanilla = generate(model, PruningConfig(), single)
+    result = generate(model, PruningConfig.from_args("fastv", keep=1000), single)
     prompt = int(single["attention_mask"].sum())
     assert result.stats.tokens_per_layer[0].tolist() == [prompt] * 12
     target.assert_logits_close(result.logits[0], vanilla.logits[0])
@@ -208,7 +214,7 @@ def test_budget_larger_than_the_image_keeps_it_whole(model, single, target) -> N
 
 
 def test_sequence_lengths_follow_the_schedule_and_flops_match_a_hand_count(model, single) -> None:
-    result = generate(model, PruningConfig.himap(k1=2, keep1=288, k2=8, keep2=72), single, steps=1)
+    result = generate(model, PruningConfig.from_args("himap", k1=2, keep1=288, k2=8, keep2=72), single, steps=1)
     prompt = int(single["attention_mask"].sum())
     text = prompt - 576
     assert text > 30
@@ -270,19 +276,21 @@ def test_eager_attention_agrees_with_sdpa(model, eager_model, processor, target,
 def test_random_baseline_is_seeded_and_batch_invariant(model, processor, target) -> None:
     images = [draw_image(7), draw_image(8)]
     batch = encode(processor, QUESTIONS[:2], images, target)
-    first = generate(model, PruningConfig.random(seed=1), batch, steps=1).stats.kept
-    again = generate(model, PruningConfig.random(seed=1), batch, steps=1).stats.kept
-    other = generate(model, PruningConfig.random(seed=2), batch, steps=1).stats.kept
+    first = generate(model, PruningConfig.from_args("random", seed=1), batch, steps=1).stats.kept
+    again = generate(model, PruningConfig.from_args("random", seed=1), batch, steps=1).stats.kept
+    other = generate(model, PruningConfig.from_args("random", seed=2), batch, steps=1).stats.kept
     assert [[k.tolist() for k in step] for step in first] == [[k.tolist() for k in step] for step in again]
     assert first[0][0].tolist() != other[0][0].tolist()
     padding = int((batch["attention_mask"][0] == 0).sum())
-    alone = generate(model, PruningConfig.random(seed=1), encode(processor, QUESTIONS[:1], images[:1], target), steps=1)
+    alone = generate(
+        model, PruningConfig.from_args("random", seed=1), encode(processor, QUESTIONS[:1], images[:1], target), steps=1
+    )
     assert (first[0][0] - padding).tolist() == alone.stats.kept[0][0].tolist()
     assert [k.numel() for k in (first[0][0], first[1][0])] == [288, 72]
 
 
 def test_input_pruning_keeps_evenly_spaced_tokens_from_the_first_layer(model, single) -> None:
-    result = generate(model, PruningConfig.input(ratio=0.25), single, steps=1)
+    result = generate(model, PruningConfig.from_args("input", ratio=0.25), single, steps=1)
     image = (single["input_ids"][0] == image_token_id(model.config)).nonzero().flatten()
     kept = result.stats.kept[0][0]
     assert kept.tolist() == image[torch.linspace(0, 575, 144).round().long()].tolist()

@@ -38,7 +38,7 @@ def test_none_matches_transformers_generate(next_dir, batch) -> None:
     reference = model.generate(
         **batch, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True
     )
-    ours = PrunedLlava(model, PruningConfig.none()).generate(**batch, max_new_tokens=3, return_logits=True)
+    ours = PrunedLlava(model, PruningConfig()).generate(**batch, max_new_tokens=3, return_logits=True)
     assert ours.sequences.tolist() == reference.sequences[:, -3:].tolist()
     for mine, theirs in zip(ours.logits, reference.logits):
         torch.testing.assert_close(mine, theirs.float(), rtol=0, atol=1e-6)
@@ -48,7 +48,7 @@ def test_ratios_follow_each_samples_image_tokens(next_dir, batch) -> None:
     model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, **dtype_argument(torch.float64)).eval()
     images = (batch["input_ids"] == image_token_id(model.config)).sum(dim=1).tolist()
     assert images[0] != images[1], "the two images should give different token counts"
-    result = PrunedLlava(model, PruningConfig.himap(k1=1, ratio1=0.5, k2=3, ratio2=0.125)).generate(
+    result = PrunedLlava(model, PruningConfig.from_args("himap", k1=1, ratio1=0.5, k2=3, ratio2=0.125)).generate(
         **batch, max_new_tokens=1
     )
     for b, count in enumerate(images):
@@ -76,9 +76,9 @@ def test_later_methods_follow_each_samples_image_tokens(next_dir, batch) -> None
     """DART and PyramidDrop budgets follow each sample's tile count; VisionZip-style selection is refused."""
     model = LlavaNextForConditionalGeneration.from_pretrained(next_dir, **dtype_argument(torch.float64)).eval()
     images = (batch["input_ids"] == image_token_id(model.config)).sum(dim=1).tolist()
-    dart_config = PruningConfig.dart(k=1, ratio=0.25, image_pivots=2, text_pivots=2)
+    dart_config = PruningConfig.from_args("dart", k=1, ratio=0.25, image_pivots=2, text_pivots=2)
     dart = PrunedLlava(model, dart_config).generate(**batch, max_new_tokens=1)
-    pyramid = PrunedLlava(model, PruningConfig.pyramiddrop(stages=2)).generate(**batch, max_new_tokens=1)
+    pyramid = PrunedLlava(model, PruningConfig.from_args("pyramiddrop", stages=2)).generate(**batch, max_new_tokens=1)
     for b, count in enumerate(images):
         # DART's pivots and quotas (2 + 4 * (count / 4 // 4)); PyramidDrop's int(count * 0.5 ** s)
         assert dart.stats.kept[0][b].numel() == 2 + 4 * int(0.25 * count // 4)
@@ -86,4 +86,4 @@ def test_later_methods_follow_each_samples_image_tokens(next_dir, batch) -> None
     with pytest.raises(
         ValueError, match=r"method=visionzip supports llava \(LLaVA-1.5\) checkpoints, not 'llava_next'"
     ):
-        PrunedLlava(model, PruningConfig.visionzip())
+        PrunedLlava(model, PruningConfig.from_args("visionzip"))

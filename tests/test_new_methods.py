@@ -156,7 +156,7 @@ def visionzip_reference_logits(model, inputs: dict, kept: list[int], vectors: di
 
 @pytest.mark.parametrize(("k", "keep", "pivots"), [(2, 144, 8), (5, 60, 3)])
 def test_dart_matches_its_reference(model64, eager64, batch, k, keep, pivots) -> None:
-    config = PruningConfig.dart(k=k, keep=keep, pivots=pivots, variant="prior")
+    config = PruningConfig.from_args("dart", k=k, keep=keep, pivots=pivots, variant="prior")
     schedule = [(k, "duplication", keep)]
     check_against(
         model64,
@@ -184,7 +184,7 @@ def test_pyramiddrop_matches_its_reference(model64, eager64, batch, stages, rati
 
 @pytest.mark.parametrize(("keep", "contextual"), [(64, 10 / 64), (144, 0.25), (100, 0.0)])
 def test_visionzip_matches_its_reference(model64, eager64, batch, keep, contextual) -> None:
-    config = PruningConfig.visionzip(keep=keep, contextual=contextual, variant="prior")
+    config = PruningConfig.from_args("visionzip", keep=keep, contextual=contextual, variant="prior")
     check_against(
         model64,
         eager64,
@@ -203,14 +203,15 @@ def test_visionzip_reads_llava_15s_feature_layer(tmp_path, processor) -> None:
     directory = build_tiny_llava(tmp_path, shape, corpus=QUESTIONS)
     model, eager = sdpa_and_eager(directory)
     inputs = encode(processor, QUESTIONS[:1], [draw_image(4)])
-    result = generate(model, PruningConfig.visionzip(keep=64, variant="prior"), inputs, 1)
+    result = generate(model, PruningConfig.from_args("visionzip", keep=64, variant="prior"), inputs, 1)
     kept, vectors = visionzip_reference(eager, inputs, 64, 10 / 64)
     assert result.stats.kept[0][0].tolist() == kept
     expected = visionzip_reference_logits(eager, inputs, kept, vectors, inputs["input_ids"][0, :0])
     torch.testing.assert_close(result.logits[0][0], expected, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match=r"method=visionzip needs one vision_feature_layer after the embeddings"):
         PrunedLlava(
-            LlavaForConditionalGeneration.from_pretrained(directory, vision_feature_layer=-3), PruningConfig.visionzip()
+            LlavaForConditionalGeneration.from_pretrained(directory, vision_feature_layer=-3),
+            PruningConfig.from_args("visionzip"),
         )
 
 
@@ -220,7 +221,7 @@ def test_visionzip_selects_each_image_of_a_prompt_on_its_own(model64, processor)
     )
     images = [draw_image(3), draw_image(4)]
     inputs = processor(images=images, text=[prompt], return_tensors="pt", add_special_tokens=False)
-    prior = PruningConfig.visionzip(keep=64, variant="prior")
+    prior = PruningConfig.from_args("visionzip", keep=64, variant="prior")
     result = generate(model64, prior, dict(inputs.to("cpu", torch.float64)), 1)
     slots = (inputs["input_ids"][0] == image_token_id(model64.config)).nonzero().flatten()
     kept = result.stats.kept[0][0]
@@ -236,16 +237,18 @@ def test_visionzip_selects_each_image_of_a_prompt_on_its_own(model64, processor)
 @pytest.mark.parametrize(
     "config",
     [
-        PruningConfig.dart(ratio=1.0),  # 576 // 8 = 72 tokens per pivot: every image token
-        PruningConfig.dart(ratio=1.0, variant="prior"),
-        PruningConfig.pyramiddrop(stages=3, ratio=1.0),  # renumbering nothing leaves the positions as they were
-        PruningConfig.pyramiddrop(ratio=1.0, variant="prior"),
-        PruningConfig.visionzip(ratio=1.0, contextual=0.0, variant="prior"),
+        PruningConfig.from_args("dart", ratio=1.0),  # 576 // 8 = 72 tokens per pivot: every image token
+        PruningConfig.from_args("dart", ratio=1.0, variant="prior"),
+        PruningConfig.from_args(
+            "pyramiddrop", stages=3, ratio=1.0
+        ),  # renumbering nothing leaves the positions as they were
+        PruningConfig.from_args("pyramiddrop", ratio=1.0, variant="prior"),
+        PruningConfig.from_args("visionzip", ratio=1.0, contextual=0.0, variant="prior"),
     ],
     ids=["dart", "dart-prior", "pyramiddrop", "pyramiddrop-prior", "visionzip-prior"],
 )
 def test_keeping_every_image_token_equals_vanilla(model64, batch, config) -> None:
-    vanilla = generate(model64, PruningConfig.none(), batch, STEPS)
+    vanilla = generate(model64, PruningConfig(), batch, STEPS)
     pruned = generate(model64, config, batch, STEPS)
     assert torch.equal(pruned.sequences, vanilla.sequences)
     for ours, theirs in zip(pruned.logits, vanilla.logits, strict=True):
@@ -256,12 +259,12 @@ def test_prompt_without_image_is_not_pruned(model64, processor) -> None:
     inputs = encode(processor, QUESTIONS[:2], [None, draw_image(1)])
     text_only = int(inputs["attention_mask"][0].sum())
     for config in (
-        PruningConfig.dart(),
-        PruningConfig.pyramiddrop(stages=3),
-        PruningConfig.visionzip(),
-        PruningConfig.dart(variant="prior"),
-        PruningConfig.pyramiddrop(variant="prior"),
-        PruningConfig.visionzip(variant="prior"),
+        PruningConfig.from_args("dart"),
+        PruningConfig.from_args("pyramiddrop", stages=3),
+        PruningConfig.from_args("visionzip"),
+        PruningConfig.from_args("dart", variant="prior"),
+        PruningConfig.from_args("pyramiddrop", variant="prior"),
+        PruningConfig.from_args("visionzip", variant="prior"),
     ):
         result = generate(model64, config, inputs, steps=1)
         assert result.stats.tokens_per_layer[0].tolist() == [text_only] * LAYERS
@@ -273,7 +276,7 @@ def test_prompt_without_image_is_not_pruned(model64, processor) -> None:
 
 @pytest.mark.parametrize("variant", ["authors", "prior"])
 def test_pyramiddrop_tokens_per_layer_and_flops(model64, batch, variant) -> None:
-    result = generate(model64, PruningConfig.pyramiddrop(stages=3, variant=variant), batch, steps=1)
+    result = generate(model64, PruningConfig.from_args("pyramiddrop", stages=3, variant=variant), batch, steps=1)
     for b in range(batch["input_ids"].shape[0]):
         prompt = int(batch["attention_mask"][b].sum())
         text = prompt - IMAGE_TOKENS

@@ -21,7 +21,7 @@ from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 from himap_lmms.compat import dtype_argument, image_features_per_image, image_token_id, language_model_of, lm_head_of
 from himap_lmms.cost import prefill_cost
 from himap_lmms.pruning import PrunedLlava, PruningConfig
-from himap_lmms.pruning.config import pooled_side
+from himap_lmms.pruning.pool import pooled_side
 
 SIDE = 24  # the tiny LLaVA-1.5: 336 px in 14 px patches
 
@@ -62,7 +62,7 @@ def test_pool_matches_a_hand_pooled_grid(model64, eager64, batch, ratio, g) -> N
     check_against(
         model64,
         eager64,
-        PruningConfig.pool(ratio=ratio),
+        PruningConfig.from_args("pool", ratio=ratio),
         lambda model, inputs: [torch.tensor(sorted(llava15_reference(model, inputs, g)))],
         lambda model, inputs, kept, generated: reference_logits(
             model, inputs, llava15_reference(model, inputs, g), generated
@@ -79,20 +79,20 @@ def batch(processor) -> dict:
 
 
 def test_pool_keeps_the_pooled_grid_and_counts_its_tokens(model64, batch) -> None:
-    result = generate(model64, PruningConfig.pool(ratio=0.25), batch, 1)
+    result = generate(model64, PruningConfig.from_args("pool", ratio=0.25), batch, 1)
     assert [kept.numel() for kept in result.stats.kept[0]] == [144, 144]
     text = (batch["attention_mask"].sum(dim=1) - 576).tolist()
     assert result.stats.tokens_per_layer[:, 0].tolist() == [t + 144 for t in text]
     assert PruningConfig.from_args("pool", ratio="0.25").describe() == "pool(ratio=0.25)"
     with pytest.raises(ValueError, match=r"keep is not an argument of method=pool \(it takes ratio\)"):
         PruningConfig.from_args("pool", keep="144")
-    with pytest.raises(ValueError, match=r"ratio=0 is out of range"):
-        PruningConfig.pool(ratio=0)
+    with pytest.raises(ValueError, match=r"ratio=0.0 is out of range"):
+        PruningConfig.from_args("pool", ratio="0")
 
 
 def test_pool_at_ratio_one_equals_vanilla(model64, batch) -> None:
-    vanilla = generate(model64, PruningConfig.none(), batch, 2)
-    pooled = generate(model64, PruningConfig.pool(ratio=1.0), batch, 2)
+    vanilla = generate(model64, PruningConfig(), batch, 2)
+    pooled = generate(model64, PruningConfig.from_args("pool", ratio=1.0), batch, 2)
     assert torch.equal(pooled.sequences, vanilla.sequences)
     for ours, theirs in zip(pooled.logits, vanilla.logits, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-10)
@@ -142,7 +142,7 @@ def test_pool_pools_each_llava_next_tile_on_its_own(next_dir, next64) -> None:  
                 slot = 16 + grid_row * 9 + grid_col
             vectors[slots[slot]] = vector
     newlines = {slots[16 + row * 9 + 8] for row in (0, 2, 4, 6)}  # the rows that hold pooled tokens
-    result = PrunedLlava(next64, PruningConfig.pool(ratio=0.25)).generate(
+    result = PrunedLlava(next64, PruningConfig.from_args("pool", ratio=0.25)).generate(
         **inputs, max_new_tokens=2, return_logits=True
     )
     assert result.stats.kept[0][0].tolist() == sorted(set(vectors) | newlines)
@@ -159,7 +159,7 @@ def test_pool_on_llava_next_batch_equals_alone(next_dir, next64) -> None:  # noq
     """Two images of different shapes (one unpadded): each sample of the padded batch keeps what it keeps alone."""
     images = [draw_image(0, 100), draw_image(1, 60).resize((120, 60))]
     together_inputs = next_inputs(next_dir, images)
-    engine = PrunedLlava(next64, PruningConfig.pool(ratio=0.25))
+    engine = PrunedLlava(next64, PruningConfig.from_args("pool", ratio=0.25))
     together = engine.generate(**together_inputs, max_new_tokens=2, return_logits=True)
     padding = (together_inputs["attention_mask"] == 0).sum(dim=1).tolist()
     for b, image in enumerate(images):
@@ -189,5 +189,7 @@ def test_pool_presets_cost_what_configs_say_at_the_7b_shape() -> None:
 def test_the_schedule_counts_the_pooled_square() -> None:
     """The testbed's 12 x 12 grid at the study's budgets: 8 x 8 at 50 %, 6 x 6 at 25 %, 4 x 4 at 12.5 %, 3 x 3 at
     6.25 %; what the engine records is what the config predicts (tests above check the engine's counts)."""
-    kept = [PruningConfig.pool(ratio=r).image_tokens_per_layer(144, 12)[0] for r in (0.5, 0.25, 0.125, 0.0625)]
+    kept = [
+        PruningConfig.from_args("pool", ratio=r).image_tokens_per_layer(144, 12)[0] for r in (0.5, 0.25, 0.125, 0.0625)
+    ]
     assert kept == [64, 36, 16, 9]

@@ -297,7 +297,7 @@ def test_cut_generation_equals_recomputing_with_the_stock_forward(model, inputs,
     layout = sequence_layout(inputs["input_ids"][0], image_token_id(model.config))
     disruption = Disruption(flow, start_layer=1, end_layer=2)
     edit = disruption.attention_edit(layout, NUM_LAYERS)
-    engine = PrunedLlava(model, PruningConfig.none(), attention_edit=edit, logits_dtype=torch.float64)
+    engine = PrunedLlava(model, PruningConfig(), attention_edit=edit, logits_dtype=torch.float64)
     ours = engine.generate(
         inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"], max_new_tokens=4, return_logits=True
     )
@@ -314,7 +314,7 @@ def test_cut_generation_equals_recomputing_with_the_stock_forward(model, inputs,
 
 def test_an_attention_edit_needs_method_none(model):
     with pytest.raises(ValueError, match=r"attention_edit needs method='none', got method='fastv'"):
-        PrunedLlava(model, PruningConfig.fastv(), attention_edit=lambda layer, allowed: allowed)
+        PrunedLlava(model, PruningConfig.from_args("fastv"), attention_edit=lambda layer, allowed: allowed)
 
 
 def test_img2img_and_img2rnd_change_the_output(model, inputs):

@@ -109,8 +109,12 @@ def test_pyramiddrop_defaults_are_the_authors_llava15_script() -> None:
         (24, 72, "renumber"),
     ]
     # int(...) of each stage's share, not round(): 0.027 * 100 = 2.7 keeps 2
-    assert [s.budget(100) for s in PruningConfig.pyramiddrop(ratio=0.3).steps] == [30, 9, 2]
-    assert [s.budget(100) for s in PruningConfig.pyramiddrop(ratio=0.3, variant="prior").steps] == [30, 9, 3]
+    assert [s.budget(100) for s in PruningConfig.from_args("pyramiddrop", ratio=0.3).steps] == [30, 9, 2]
+    assert [s.budget(100) for s in PruningConfig.from_args("pyramiddrop", ratio=0.3, variant="prior").steps] == [
+        30,
+        9,
+        3,
+    ]
 
 
 @pytest.mark.parametrize(("num_layers", "layers"), [(32, [8, 16, 24]), (40, [10, 20, 30]), (12, [3, 6, 9])])
@@ -188,6 +192,6 @@ def test_a_typed_layer_is_checked_against_the_depth_before_the_order(args: dict,
 
 
 def test_from_args_with_a_depth_is_the_bound_schedule() -> None:
-    bound = PruningConfig.pyramiddrop(stages=3).for_depth(12)
+    bound = PruningConfig.from_args("pyramiddrop", stages=3).for_depth(12)
     assert PruningConfig.from_args("pyramiddrop", stages="3", num_layers=12) == bound
     assert [step.layer for step in bound.steps] == [3, 6, 9]

@@ -24,7 +24,7 @@ def test_blocked_rows_give_the_scores_of_all_rows_at_once(model64, processor, mo
         return original(*args)
 
     monkeypatch.setattr(scoring, "attention_rows", record)
-    PrunedLlava(model64, PruningConfig.himap(k1=2, ratio1=1.0, k2=3)).prefill(**inputs)
+    PrunedLlava(model64, PruningConfig.from_args("himap", k1=2, ratio1=1.0, k2=3)).prefill(**inputs)
     calls = [call for call in calls if call[0] is layer]
     block = scoring.row_block_size(layer)
     assert len(calls) > 1 and max(call[2].numel() for call in calls) <= block

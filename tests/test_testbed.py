@@ -74,8 +74,8 @@ def test_shape_matches_the_brief() -> None:
 def bars(model_and_processor) -> dict[str, dict[str, dict]]:
     """Every held-out question of each benchmark: vanilla, blank canvases and uniform input pruning to 12.5 %."""
     model, processor = model_and_processor
-    runs = {"vanilla": (PruningConfig.none(), False), "blank": (PruningConfig.none(), True)}
-    runs["uniform"] = (PruningConfig.input(ratio=0.125), False)
+    runs = {"vanilla": (PruningConfig(), False), "blank": (PruningConfig(), True)}
+    runs["uniform"] = (PruningConfig.from_args("input", ratio=0.125), False)
     measured = {}
     for name in BENCHMARKS:
         docs = load_split(name, DATA_ROOT)

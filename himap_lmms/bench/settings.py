@@ -73,9 +73,11 @@ def equal_flops_fastv(config: PruningConfig, shape: LlavaShape) -> PruningConfig
     (FastV's ratio grows with the count, so this is its cost solved for the method's, to one token); None when
     even one image token from K=2 costs more than ``config`` (few tokens from layer 0 on a shallow decoder)."""
     target = formula_flops_ratio(config, shape)
-    if formula_flops_ratio(PruningConfig.fastv(k=PAIR_LAYER, keep=1), shape) > target:
+    if formula_flops_ratio(PruningConfig.from_args("fastv", k=PAIR_LAYER, keep=1), shape) > target:
         return None
-    candidates = (PruningConfig.fastv(k=PAIR_LAYER, keep=keep) for keep in range(1, shape.num_image_tokens + 1))
+    candidates = (
+        PruningConfig.from_args("fastv", k=PAIR_LAYER, keep=keep) for keep in range(1, shape.num_image_tokens + 1)
+    )
     return min(candidates, key=lambda fastv: abs(formula_flops_ratio(fastv, shape) - target))
 
 

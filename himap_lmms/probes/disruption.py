@@ -134,7 +134,7 @@ def disrupted_generate(
         edit = disruption.attention_edit(layout, len(language_model_of(model).layers))
     # The probes compare logits at the model's precision when it exceeds float32 (float64 test models).
     logits_dtype = torch.promote_types(language_model_of(model).dtype, torch.float32)
-    engine = PrunedLlava(model, PruningConfig.none(), attention_edit=edit, logits_dtype=logits_dtype)
+    engine = PrunedLlava(model, PruningConfig(), attention_edit=edit, logits_dtype=logits_dtype)
     stops = _eos_ids(model, eos_token_id)
     generation = engine.generate(
         input_ids,

@@ -11,12 +11,13 @@ from importlib import import_module
 from typing import Any
 
 from himap_lmms.pruning import builtin  # noqa: F401  (registers the built-in methods)
-from himap_lmms.pruning.config import METHODS, PruneStep, PruningConfig, split_pruning_args
+from himap_lmms.pruning.config import PruneStep, PruningConfig, split_pruning_args
 from himap_lmms.pruning.registry import (
     ENTRY_POINT_GROUP,
     MethodSpec,
     ScoreContext,
     all_methods,
+    lazy,
     method_spec,
     pruning_arguments,
 )
@@ -31,7 +32,6 @@ _LAZY = {
 
 __all__ = [
     "ENTRY_POINT_GROUP",
-    "METHODS",
     "PRUNING_LABELS",
     "DecodeState",
     "Generation",
@@ -42,6 +42,7 @@ __all__ = [
     "PruningConfig",
     "ScoreContext",
     "all_methods",
+    "lazy",
     "method_spec",
     "pruning_arguments",
     "split_pruning_args",

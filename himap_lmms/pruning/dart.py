@@ -1,75 +1,108 @@
-"""DART's selection as its authors' code makes it (Wen et al., arXiv 2502.11494; ``get_retained_image_token`` in
-``llava/model/language_model/modeling_llama_self.py`` of ZichenWen1/DART).
+"""DART (Wen et al., arXiv 2502.11494): before layer ``k``, keep the image tokens least duplicated by a few pivot
+tokens. The selection's torch code is :mod:`himap_lmms.pruning.kernels.dart`; docs/later_methods.md cites the
+authors' code for every rule.
 
-Before decoder layer ``K``, from what layer ``K - 1`` wrote:
-
-1. **pivots**: the ``image_pivots`` image tokens and the ``text_pivots`` tokens after the image with the largest
-   L1 norm of their keys (after the rotary embedding, all heads side by side);
-2. **quotas**: each pivot in turn, in the order Python's ``set`` iterates over their prompt positions, takes the
-   ``quota`` image tokens least cosine-similar to it among those no earlier pivot took and that are not image
-   pivots; similarity is measured on layer ``K - 1``'s output after the model's final norm;
-3. the image pivots and every token a pivot took go on; text pivots are never dropped (only image tokens are).
-
-The pivots take turns, so the order matters; it is reproduced exactly, including the ``set`` iteration order
-over prompt positions (which the authors' code inherits from CPython). Positions here are the sample's own,
-without padding, as in the authors' batch-of-one run.
+``variant=authors`` (the default, their ``get_retained_image_token``): the ``image_pivots`` image and
+``text_pivots`` text tokens with the largest L1 key norm in layer ``k - 1`` are pivots, and each pivot in turn
+keeps its quota (``keep`` split evenly between the pivots) of the image tokens least similar to it; the image
+pivots are kept too. Defaults are their LLaVA-1.5 scripts' (``scripts/v1_5/eval/*.sh``: ``--pruned_layer 2
+--max_num_trunction 128 --pivot_image_token 4 --pivot_text_token 4``). ``variant=prior``: ``pivots`` image pivots
+(largest L2 key norm), the rest ranked once by their nearest pivot, ``keep`` or ``ratio`` in all.
 """
 
 from __future__ import annotations
 
-import torch
-from transformers.models.llama.modeling_llama import repeat_kv
+from dataclasses import dataclass
+
+from himap_lmms.pruning.config import PruneStep, PruningConfig, coerce_model_arg, count
+from himap_lmms.pruning.registry import MethodSpec, lazy
+from himap_lmms.pruning.variants import check_variant, prior_label
+
+DART_KEEP, DART_IMAGE_PIVOTS, DART_TEXT_PIVOTS = 128, 4, 4
+_TAKES = {
+    "authors": ("k", "keep", "ratio", "image_pivots", "text_pivots", "variant"),
+    "prior": ("k", "keep", "ratio", "pivots", "variant"),
+}
 
 
-def pivot_quota_keep(
-    normed: torch.Tensor,
-    keys: torch.Tensor,
-    positions: torch.Tensor,
-    is_image: torch.Tensor,
-    is_text: torch.Tensor,
-    image_pivots: int,
-    text_pivots: int,
-    quota: torch.Tensor,
-    groups: int,
-) -> torch.Tensor:
-    """``(batch, n)`` True at the image tokens DART keeps.
+@dataclass(frozen=True)
+class PivotStep(PruneStep):
+    """A DART step: ``pivot_quota`` gives each of ``pivots`` image and ``text_pivots`` text pivots its quota of
+    the tokens least similar to it; ``duplication`` (``variant=prior``) ranks by the nearest of ``pivots`` image
+    pivots."""
 
-    Args:
-        normed: ``(batch, n, hidden)`` layer ``K - 1``'s output after the final norm.
-        keys: ``(batch, kv_heads, n, head_dim)`` layer ``K - 1``'s keys after the rotary embedding (its cache).
-        positions: ``(batch, n)`` the prompt position of every column (its index in the unpadded prompt).
-        is_image, is_text: ``(batch, n)`` image tokens and the tokens after the last image token.
-        quota: ``(batch,)`` image tokens each pivot takes.
-        groups: query heads per key head; the authors' norm runs over the keys repeated to every query head.
-    """
-    flat = repeat_kv(keys, groups).to(normed.device).permute(0, 2, 1, 3).flatten(2)
-    key_l1 = torch.norm(flat, p=1, dim=-1)
-    kept = torch.zeros_like(is_image)
-    for b in range(is_image.shape[0]):
-        image = is_image[b].nonzero().flatten()
-        if image.numel() == 0:
-            continue
-        text = is_text[b].nonzero().flatten()
-        column_of = {int(positions[b, c]): int(c) for c in torch.cat([image, text])}
-        image_pos = positions[b, image]
-        text_pos = positions[b, text]
-        image_top = key_l1[b, image].topk(min(image_pivots, image.numel())).indices
-        text_top = key_l1[b, text].topk(min(text_pivots, text.numel())).indices
-        image_indices = image_pos[image_top].tolist()
-        query_indices = text_pos[text_top].tolist()
-        chosen = set(image_indices + query_indices)
-        valid = set(image_pos.tolist()) - set(image_indices)
-        valid_list = list(valid)
-        take = int(quota[b])
-        for item in list(chosen):
-            if not valid_list or take == 0:
-                break
-            vectors = normed[b, [column_of[p] for p in valid_list]]
-            similarity = -torch.nn.functional.cosine_similarity(normed[b, column_of[item]], vectors, dim=-1)
-            picked = [valid_list[i] for i in similarity.topk(min(take, len(valid_list))).indices.tolist()]
-            chosen.update(picked)
-            valid.difference_update(picked)
-            valid_list = list(valid)
-        chosen.difference_update(query_indices)
-        kept[b, [column_of[p] for p in chosen]] = True
-    return kept
+    pivots: int = 0
+    text_pivots: int = 0
+
+    def budget(self, num_image_tokens: int) -> int:
+        """``pivot_quota``'s is its image pivots plus one quota per pivot, ``floor(keep / pivots)`` each
+        (assuming the prompt has its text pivots); ``duplication``'s is the usual count or share."""
+        if self.score != "pivot_quota":
+            return super().budget(num_image_tokens)
+        image_pivots = min(self.pivots, num_image_tokens)
+        return image_pivots + min(
+            num_image_tokens - image_pivots, self.pivot_quota(num_image_tokens) * (self.pivots + self.text_pivots)
+        )
+
+    def pivot_quota(self, num_image_tokens: int) -> int:
+        """DART's tokens per pivot: ``math.ceil(budget // pivots)`` in its ``get_retained_image_token``, the
+        budget being ``keep`` (its ``max_num_trunction``) or ``ratio`` of the image (its ``1 - reduction_ratio``)."""
+        allowance = self.keep if self.keep is not None else num_image_tokens * self.ratio
+        return int(allowance // (self.pivots + self.text_pivots))
+
+
+def dart(
+    k: int = 2,
+    keep: int | None = None,
+    ratio: float | None = None,
+    image_pivots: int | None = None,
+    text_pivots: int | None = None,
+    pivots: int | None = None,
+    variant: str = "authors",
+) -> PruningConfig:
+    """DART's one step (see the module); ``keep`` 128 by default, a quarter of the image for ``variant=prior``."""
+    variant = check_variant("dart", variant, _TAKES, image_pivots=image_pivots, text_pivots=text_pivots, pivots=pivots)
+    if variant == "prior":
+        pivots = count("pivots", 8 if pivots is None else pivots, lowest=1)
+        ratio = 0.25 if keep is None and ratio is None else ratio
+        return PruningConfig("dart", (PivotStep(k, "duplication", keep, ratio, pivots=pivots),))
+    image_pivots = count("image_pivots", DART_IMAGE_PIVOTS if image_pivots is None else image_pivots, lowest=0)
+    text_pivots = count("text_pivots", DART_TEXT_PIVOTS if text_pivots is None else text_pivots, lowest=0)
+    if image_pivots + text_pivots == 0:
+        raise ValueError("image_pivots=0 and text_pivots=0: DART needs at least one pivot")
+    keep = DART_KEEP if keep is None and ratio is None else keep
+    return PruningConfig(
+        "dart", (PivotStep(k, "pivot_quota", keep, ratio, pivots=image_pivots, text_pivots=text_pivots),)
+    )
+
+
+def label(config: PruningConfig) -> list[str]:
+    step = config.steps[0]
+    if step.score == "pivot_quota":
+        pivots = [f"image_pivots={step.pivots}", f"text_pivots={step.text_pivots}"]
+    else:
+        pivots = [f"pivots={step.pivots}"]
+    return [step.as_typed(), *pivots, *prior_label(config, ("duplication",))]
+
+
+SPEC = MethodSpec(
+    name="dart",
+    args={
+        "k": 2,
+        "keep": None,
+        "ratio": None,
+        "image_pivots": None,
+        "text_pivots": None,
+        "pivots": None,
+        "variant": "authors",
+    },
+    build=dart,
+    title="DART",
+    scores={
+        "pivot_quota": lazy("himap_lmms.pruning.kernels.dart", "pivot_quota_rule"),
+        "duplication": lazy("himap_lmms.pruning.kernels.dart", "duplication_rule"),
+    },
+    previous_layer_scores=("pivot_quota", "duplication"),
+    label=label,
+    coerce=coerce_model_arg,
+)

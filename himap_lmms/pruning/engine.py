@@ -8,10 +8,11 @@ compacted to the kept tokens. Kept tokens stay in order and keep their position 
 the unpruned model would), unless the step renumbers them 0..n'-1 as PyramidDrop's and VisionZip's authors do;
 decoding then continues each run of layers' own numbering. Layers after a step cache only the kept tokens;
 decoding runs each new token through every layer against whatever that layer cached, so pruning happens once,
-in the prefill. Methods differ only in the score of a step (the built-in rules here, an installed method's
-through :mod:`himap_lmms.pruning.registry`): DART's reads the previous layer's keys and normed output,
-PyramidDrop's the next layer's projections, and VisionZip's selection is made in the vision tower (its spec's
-``embed``, :mod:`himap_lmms.pruning.visionzip`), so its step before layer 0 keeps the slots chosen there.
+in the prefill. Methods differ only in the score of a step, whose rule every method, built-in or installed,
+declares in its :class:`~himap_lmms.pruning.registry.MethodSpec`: DART's reads the previous layer's keys and
+normed output, PyramidDrop's the next layer's projections, and VisionZip's selection is made in the vision tower
+(its spec's ``embed``, :mod:`himap_lmms.pruning.kernels.visionzip`), so its step before layer 0 keeps the slots
+chosen there.
 
 Batches are left-padded as transformers pads for generation. Each sample is ranked on its own scores and
 keeps its own budget; when samples end up with different lengths the shorter ones are left-padded again.
@@ -36,7 +37,7 @@ import torch
 from torch.profiler import record_function
 from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 
-from himap_lmms.compat import cached_keys_values, call_decoder_layer, check_decoder_cache, image_token_id, new_cache
+from himap_lmms.compat import call_decoder_layer, check_decoder_cache, image_token_id, new_cache
 from himap_lmms.cost import Convention, PrefillCost, prefill_cost
 from himap_lmms.llava_forward import (
     additive_mask,
@@ -47,19 +48,9 @@ from himap_lmms.llava_forward import (
     last_token_logits,
     position_ids_of,
 )
-from himap_lmms.pruning.config import ATTENTION_SCORES, PruningConfig
-from himap_lmms.pruning.dart import pivot_quota_keep
-from himap_lmms.pruning.pyramiddrop import next_layer_last_token_scores
-from himap_lmms.pruning.registry import ScoreContext, method_spec, score_rule
-from himap_lmms.pruning.scoring import (
-    COMPACT_LABEL,
-    SCORE_LABEL,
-    TOP_K_LABEL,
-    duplication_scores,
-    positional_scores,
-    score_image_tokens,
-    select_top,
-)
+from himap_lmms.pruning.config import PruningConfig
+from himap_lmms.pruning.registry import ScoreContext, method_spec
+from himap_lmms.pruning.scoring import COMPACT_LABEL, SCORE_LABEL, TOP_K_LABEL, select_top
 
 AttentionEdit = Callable[[int, torch.Tensor], torch.Tensor]
 """``(layer index, allowed) -> allowed``: which edges a layer keeps, given its causal ``(batch, q, kv)`` bool.
@@ -161,6 +152,13 @@ class PrunedLlava:
         self.spec = method_spec(config.method)
         if self.spec.check is not None:
             self.spec.check(model)
+        if self.spec.embed is None:  # a step a pre-LM method's embed chose needs no rule
+            for step in self.config.steps:
+                if step.score not in self.spec.scores:
+                    raise ValueError(
+                        f"method={config.method} has a step scored by {step.score!r} but its MethodSpec declares "
+                        f"no rule for it (scores: {', '.join(self.spec.scores) or 'none'})"
+                    )
         # SDPA applies the causal mask itself when given none; eager attention only adds the mask it is given.
         self._explicit_causal_mask = self.language_model.config._attn_implementation == "eager"
         self.image_token_id = image_token_id(model.config)
@@ -248,40 +246,13 @@ class PrunedLlava:
 
     def _rank(self, context: ScoreContext, chosen: torch.Tensor | None) -> torch.Tensor:
         """``(batch, n)`` scores of the image tokens before layer ``context.layer`` (each sample's best ``budget`` go
-        on), or, for rules that choose rather than rank (DART's quotas, a pre-LM method's slots), a bool mask of those
-        kept. Built-in rules read the same :class:`ScoreContext` an installed method's rule gets; ``chosen`` holds the
-        slots a method picked before the language model (VisionZip's tower, pooling).
+        on), or, for rules that choose rather than rank (DART's quotas), a bool mask of those kept: the rule the
+        method's spec declares for the step's score, built-in or installed alike. ``chosen`` holds the slots a
+        method picked before the language model (its spec's ``embed``: VisionZip's tower, pooling).
         """
         if chosen is not None:
             return chosen
-        c, step, lm = context, context.step, context.language_model
-        previous_keys = cached_keys_values(c.cache)[c.layer - 1][0] if c.layer > 0 else None
-        if step.score in ATTENTION_SCORES:
-            previous = lm.layers[c.layer - 1]
-            return score_image_tokens(
-                step.score,
-                previous,
-                c.layer_input,
-                previous_keys,
-                c.position_embeddings,
-                c.valid,
-                c.is_image,
-                c.is_text,
-            )
-        if step.score == "next_layer_last_token":
-            return next_layer_last_token_scores(lm.layers[c.layer], c.hidden, c.position_embeddings, c.valid)
-        if step.score == "pivot_quota":
-            quota = torch.tensor([step.pivot_quota(int(n)) for n in c.is_image.sum(dim=1)])
-            groups = lm.layers[c.layer - 1].self_attn.num_key_value_groups
-            return pivot_quota_keep(
-                lm.norm(c.hidden), previous_keys, c.position_ids, c.is_image, c.is_text, step.pivots,
-                step.text_pivots, quota, groups,
-            )  # fmt: skip
-        if step.score == "duplication":
-            return duplication_scores(c.hidden, previous_keys, c.is_image, c.budget, step.pivots)
-        if step.score in ("random", "uniform"):
-            return positional_scores(step.score, c.is_image, c.budget, step.seed)
-        return score_rule(step.score)(context)  # a rule an installed method declares (himap_lmms.pruning.registry)
+        return self.spec.scores[context.step.score](context)
 
     @torch.no_grad()
     def decode(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:

@@ -1,48 +1,76 @@
-"""PyramidDrop's ranking as its authors' code computes it (Xing et al., arXiv 2410.17247; ``pdrop_rank_drop`` in
-``llava/model/modeling_llama_pdrop.py`` of Cooperx521/PyramidDrop).
+"""PyramidDrop (Xing et al., arXiv 2410.17247): before each of ``layers``, keep ``int(n * ratio ** s)`` of the
+sample's ``n`` image tokens at stage ``s``, ranked by the attention of the last prompt position. Budgets count from
+the sample's image tokens, not stage by stage. The ranking's torch code is
+:mod:`himap_lmms.pruning.kernels.pyramiddrop`; docs/later_methods.md cites the authors' code for every rule.
 
-After layer ``K - 1`` has run, the stage that starts at layer ``K`` ranks the image tokens by the attention the
-last prompt position pays them, computed with layer ``K``'s own input norm and query/key projections on layer
-``K - 1``'s output, at the sequence's current position ids (rotary embedding), causally masked: the attention
-layer ``K`` would compute if nothing were dropped. The probabilities are taken in float32 and rounded back to the
-model's dtype before the heads are averaged, as there.
+``variant=authors`` (the default, their ``pdrop_rank_drop``): that attention is computed with the projections of
+the layer about to run, and the kept sequence is renumbered 0..n'-1. ``variant=prior``: the previous layer's
+attention (FastV's score), original position ids, budgets rounded to the nearest count.
+
+Without ``layers`` and ``stages`` the authors' 8/16/24 are used (``scripts/v1_5/pdrop_eval/*.sh``: ``--layer_list
+[8,16,24]``, ratios halving); ``stages=n`` instead splits the model's depth evenly: 8/16/24 in LLaVA-1.5-7B's
+32, 10/20/30 in 13B's 40, 3/6/9 in the testbed's 12 (resolved by
+:meth:`~himap_lmms.pruning.config.PruningConfig.for_depth`); ``variant=prior`` defaults to three such stages.
 """
 
 from __future__ import annotations
 
-import math
+from himap_lmms.pruning.config import PruneStep, PruningConfig, coerce_model_arg, is_share, layer_list
+from himap_lmms.pruning.fastv import attention_rule
+from himap_lmms.pruning.registry import MethodSpec, lazy
+from himap_lmms.pruning.variants import check_variant, prior_label
 
-import torch
-from torch import nn
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+PYRAMIDDROP_LAYERS = (8, 16, 24)
+_DEFAULT_STAGES = 3
 
 
-def next_layer_last_token_scores(
-    layer: nn.Module,
-    hidden: torch.Tensor,
-    position_embeddings: tuple[torch.Tensor, torch.Tensor],
-    valid: torch.Tensor,
-) -> torch.Tensor:
-    """``(batch, n)`` head-averaged attention of the last position to every position, in decoder ``layer``.
+def pyramiddrop(
+    layers: tuple[int, ...] | None = None,
+    stages: int | None = None,
+    ratio: float = 0.5,
+    variant: str = "authors",
+) -> PruningConfig:
+    """PyramidDrop's stages (see the module)."""
+    variant = check_variant("pyramiddrop", variant)
+    if layers is not None and stages is not None:
+        raise ValueError("give either layers (the pruning layers) or stages (spread over the depth), not both")
+    if stages is not None and (isinstance(stages, bool) or not isinstance(stages, int) or stages < 1):
+        raise ValueError(f"stages={stages!r} is out of range: it must be an integer >= 1")
+    if not is_share(ratio):
+        raise ValueError(f"ratio={ratio!r} is out of range: it must be in (0, 1]")
+    depth = None
+    if layers is None and (stages is not None or variant == "prior"):
+        stages = _DEFAULT_STAGES if stages is None else stages
+        layers, depth = tuple(range(1, stages + 1)), stages + 1
+    elif layers is None:
+        layers = PYRAMIDDROP_LAYERS
+    elif not layers or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in layers):
+        raise ValueError(f"layers={layer_list(layers)} is out of range: each must be an integer >= 1")
+    elif any(a >= b for a, b in zip(layers, layers[1:])):
+        raise ValueError(f"layers={layer_list(layers)} must be strictly increasing")
+    if variant == "authors":
+        rule = {"score": "next_layer_last_token", "positions": "renumber", "floor": True}
+    else:
+        rule = {"score": "last_token"}
+    steps = tuple(PruneStep(layer, ratio=ratio**s, listed=True, **rule) for s, layer in enumerate(layers, 1))
+    return PruningConfig("pyramiddrop", steps, depth)
 
-    Args:
-        layer: the Llama-style decoder layer about to run (``input_layernorm``, ``self_attn``).
-        hidden: ``(batch, n, hidden)`` its input (the previous layer's output).
-        position_embeddings: the ``(cos, sin)`` of the sequence's current position ids.
-        valid: ``(batch, n)``, False on padding (which the last position may not attend to).
-    """
-    attn = layer.self_attn
-    batch, n, _ = hidden.shape
-    device = attn.q_proj.weight.device  # under device_map="auto" the layer's own GPU
-    normed = layer.input_layernorm(hidden.to(device))
-    query = attn.q_proj(normed[:, -1:]).view(batch, 1, -1, attn.head_dim).transpose(1, 2)
-    keys = attn.k_proj(normed).view(batch, n, -1, attn.head_dim).transpose(1, 2)
-    cos, sin = (t.to(device) for t in position_embeddings)
-    query, _ = apply_rotary_pos_emb(query, query, cos[:, -1:], sin[:, -1:])
-    _, keys = apply_rotary_pos_emb(keys, keys, cos, sin)
-    keys = repeat_kv(keys, attn.num_key_value_groups)
-    logits = torch.matmul(query, keys.transpose(2, 3)) / math.sqrt(attn.head_dim)
-    padding = ~valid.to(device)[:, None, None, :]
-    logits = logits.masked_fill(padding, torch.finfo(logits.dtype).min)
-    probs = nn.functional.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
-    return probs.mean(dim=1)[:, 0].to(valid.device)
+
+def label(config: PruningConfig) -> list[str]:
+    where = f"stages={len(config.steps)}" if config.depth else f"layers={layer_list([s.layer for s in config.steps])}"
+    return [where, f"ratio={config.steps[0].ratio}", *prior_label(config, ("last_token",))]
+
+
+SPEC = MethodSpec(
+    name="pyramiddrop",
+    args={"layers": None, "stages": None, "ratio": 0.5, "variant": "authors"},
+    build=pyramiddrop,
+    title="PyramidDrop",
+    scores={
+        "next_layer_last_token": lazy("himap_lmms.pruning.kernels.pyramiddrop", "next_layer_last_token_rule"),
+        "last_token": attention_rule,
+    },
+    previous_layer_scores=("next_layer_last_token", "last_token"),
+    label=label,
+    coerce=coerce_model_arg,
+)

@@ -2,12 +2,13 @@
 
 A method is a :class:`MethodSpec`: its name (the ``method`` model_arg), its other model_args with their defaults,
 a ``build`` that checks them and returns the :class:`~himap_lmms.pruning.config.PruningConfig` (the schedule of
-:class:`~himap_lmms.pruning.config.PruneStep`), the scoring rules its steps name, and, for methods that act before
-the language model (VisionZip), the ``embed`` that replaces LLaVA's input merge. Config parsing, the engine, the
-lmms-eval adapter, the leaderboard and the cost benchmark all look methods up here, so a user's method is added
-exactly like a built-in one: a package declares its spec under the entry-point group ``himap_lmms.methods``
-(``name = module:SPEC``) and ``method=name`` works everywhere, with no edit to this repository
-(docs/adding_a_method.md).
+:class:`~himap_lmms.pruning.config.PruneStep`), the scoring rules its steps name, its label, and, for methods that
+act before the language model (VisionZip, pooling), the ``embed`` that replaces LLaVA's input merge. Each built-in
+method is one module of :mod:`himap_lmms.pruning` declaring its spec (listed in :mod:`himap_lmms.pruning.builtin`);
+config parsing, the engine, the lmms-eval adapter, the leaderboard, the sweep and the cost benchmark all look
+methods up here, so a user's method is added exactly like a built-in one: a package declares its spec under the
+entry-point group ``himap_lmms.methods`` (``name = module:SPEC``) and ``method=name`` works everywhere, with no
+edit to this repository (docs/adding_a_method.md).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the registry itself imports no torch: reading configs and tables stays light
@@ -52,6 +54,13 @@ class ScoreContext:
     is_text: torch.Tensor
     budget: torch.Tensor
 
+    def keys(self, layer: int) -> torch.Tensor:
+        """``(batch, kv_heads, n, head_dim)`` keys that decoder layer ``layer`` (one that ran) cached, after the
+        rotary embedding, whatever cache layout the installed transformers uses."""
+        from himap_lmms.compat import cached_keys_values
+
+        return cached_keys_values(self.cache)[layer][0]
+
 
 ScoreRule = Callable[[ScoreContext], "torch.Tensor"]
 """``(batch, n)`` scores (each sample keeps its ``budget`` best image tokens) or a bool mask of those kept."""
@@ -68,12 +77,17 @@ slots)``; ``image_sizes`` is LLaVA-NeXT's (None for LLaVA-1.5)."""
 class MethodSpec:
     """One pruning method.
 
-    ``args``: its model_args (besides ``method``) and their defaults; strings from model_args are converted to
-    the type of the default (int, float; ``None`` defaults are handed over as given, for ``build`` to parse).
-    ``build(**args)`` checks them (``ValueError`` naming the argument) and returns the schedule. ``scores``: the
-    rules of the score names its steps use that the engine does not know. ``embed`` and ``check`` (``(model) ->
-    None``, raising ``ValueError`` for a model it cannot run on) are for methods that choose before layer 0.
-    ``title`` names it in the cost benchmark's tables.
+    ``args``: its model_args (besides ``method``) and their defaults; strings from model_args are converted by
+    ``coerce(name, value)``, by default to the type of the default (int, float; ``None`` defaults are handed over
+    as given, for ``build`` to parse; :func:`~himap_lmms.pruning.config.coerce_model_arg` is the built-ins'
+    convention). ``build(**args)`` checks them (``ValueError`` naming the argument) and returns the schedule.
+    ``scores``: the rule of every score name its steps use (the engine ranks by these and nothing else);
+    ``previous_layer_scores``: those whose rule reads what layer ``layer - 1`` wrote (its attention, keys or
+    output), so that a step scored by one cannot sit before layer 1. ``label(config)``: the settings its
+    leaderboard label spells out (default: each step's layer and budget as typed); labels are run identities, so
+    two schedules that differ must differ here. ``embed`` and ``check`` (``(model) -> None``, raising
+    ``ValueError`` for a model it cannot run on) are for methods that choose before layer 0: their first step
+    keeps the slots ``embed`` chose. ``title`` names it in the cost benchmark's tables.
     """
 
     name: str
@@ -81,6 +95,8 @@ class MethodSpec:
     build: Callable[..., PruningConfig]
     title: str = ""
     scores: Mapping[str, ScoreRule] = field(default_factory=dict)
+    previous_layer_scores: Collection[str] = ()
+    label: Callable[[PruningConfig], Sequence[str]] | None = None
     embed: Embed | None = None
     check: Callable[[PreTrainedModel], None] | None = None
     coerce: Callable[[str, Any], Any] | None = None
@@ -103,11 +119,22 @@ def _like_default(default: Any) -> Callable[[str, Any], Any]:
     return parse_int if isinstance(default, int) else parse_float
 
 
+def lazy(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported at its first call: a spec names its torch code this way, so that reading
+    configs (the leaderboard, the sweep's checks) imports no torch."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
 _BUILTIN: dict[str, MethodSpec] = {}
 
 
 def register_builtin(spec: MethodSpec) -> MethodSpec:
-    """Add a method shipped with this package (called once per method when :mod:`himap_lmms.pruning` loads)."""
+    """Add a method shipped with this package (:mod:`himap_lmms.pruning.builtin` lists them)."""
     _BUILTIN[spec.name] = spec
     return spec
 
@@ -140,14 +167,6 @@ def method_spec(name: str) -> MethodSpec:
     if spec is None:
         raise ValueError(f"method={name!r} is not known: choose one of {', '.join(all_methods())}")
     return spec
-
-
-def score_rule(name: str) -> ScoreRule:
-    """The rule of a score name that a method declared."""
-    for spec in all_methods().values():
-        if name in spec.scores:
-            return spec.scores[name]
-    raise ValueError(f"score {name!r} is declared by no method")
 
 
 def pruning_arguments() -> frozenset[str]:

@@ -11,8 +11,8 @@ The rows are taken a block at a time and reduced to the per-key score at once, s
 any moment are ``batch x heads x head_dim x n`` floats: the size of one layer's hidden states, whatever the
 prompt's length. A 12k-token prompt whose text rows were all taken together would need gigabytes here.
 
-DART's score (:func:`duplication_scores`) needs no attention at all: the previous layer's cached keys pick its
-pivots, and cosine similarity to them ranks the rest.
+The ``*_rule`` functions are the scoring rules the method specs name (:class:`~himap_lmms.pruning.registry.
+ScoreContext` in, scores out): HiMAP's and FastV's attention scores and the content-blind baselines' positions.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
-from himap_lmms.pruning.config import Score
+from himap_lmms.pruning.registry import ScoreContext
 
 # The profiler labels of a pruning step's three parts, in the engine's loop (and, for the score, VisionZip's
 # selection in the vision tower), which the cost benchmark reads back as the pruning's overhead.
@@ -69,8 +69,19 @@ def attention_rows(
     return logits.softmax(dim=-1).mean(dim=1)
 
 
+def attention_rule(context: ScoreContext) -> torch.Tensor:
+    """The rule of ``instruction``, ``visual`` and ``last_token``: :func:`score_image_tokens` of layer
+    ``layer - 1``'s attention, recomputed from its input and the keys it cached."""
+    c = context
+    previous = c.language_model.layers[c.layer - 1]
+    keys = c.keys(c.layer - 1)
+    return score_image_tokens(
+        c.step.score, previous, c.layer_input, keys, c.position_embeddings, c.valid, c.is_image, c.is_text
+    )
+
+
 def score_image_tokens(
-    kind: Score,
+    kind: str,
     layer: nn.Module,
     layer_input: torch.Tensor,
     keys: torch.Tensor,
@@ -111,36 +122,17 @@ def row_block_size(layer: nn.Module) -> int:
     return layer.self_attn.head_dim
 
 
-def duplication_scores(
-    hidden: torch.Tensor, keys: torch.Tensor, is_image: torch.Tensor, budget: torch.Tensor, pivots: int
-) -> torch.Tensor:
-    """DART's score: how little each image token duplicates the sample's pivot tokens.
-
-    The pivots are each sample's ``min(pivots, budget)`` image tokens with the largest key norm (all heads of
-    ``keys``, the previous layer's); they score ``+inf`` so they are always kept. Every other image token
-    scores minus its highest cosine similarity to a pivot, in ``hidden`` (the states entering the pruning
-    layer): the tokens least like any pivot carry what the pivots do not, so they go on.
-
-    Args:
-        hidden: ``(batch, n, hidden)``. keys: ``(batch, kv_heads, n, head_dim)``.
-        is_image: ``(batch, n)``. budget: ``(batch,)`` image tokens each sample keeps.
-    """
-    dtype = torch.promote_types(hidden.dtype, torch.float32)
-    key_norm = keys.to(is_image.device, dtype).transpose(1, 2).flatten(2).norm(dim=-1)
-    is_pivot = select_top(key_norm, is_image, budget.clamp(max=pivots))
-    most = int(is_pivot.sum(dim=1).max())
-    if most == 0:
-        return torch.zeros(is_image.shape, dtype=dtype, device=is_image.device)
-    # each row's pivot positions first (a row with fewer pivots pads with non-pivots, masked below)
-    index = torch.sort(is_pivot.int(), dim=1, descending=True, stable=True).indices[:, :most]
-    present = is_pivot.gather(1, index)
-    unit = torch.nn.functional.normalize(hidden.to(dtype), dim=-1)
-    pivot_unit = unit.gather(1, index[..., None].expand(-1, -1, unit.shape[-1]))
-    similarity = torch.einsum("bnd,bpd->bnp", unit, pivot_unit).masked_fill(~present[:, None, :], float("-inf"))
-    return (-similarity.amax(dim=-1)).masked_fill(is_pivot, float("inf"))
+def random_rule(context: ScoreContext) -> torch.Tensor:
+    """``random``'s rule: seeded values (:func:`positional_scores`)."""
+    return positional_scores("random", context.is_image, context.budget, context.step.seed)
 
 
-def positional_scores(kind: Score, is_image: torch.Tensor, budget: torch.Tensor, seed: int) -> torch.Tensor:
+def uniform_rule(context: ScoreContext) -> torch.Tensor:
+    """``input``'s rule: evenly spaced image tokens (:func:`positional_scores`)."""
+    return positional_scores("uniform", context.is_image, context.budget, seed=0)
+
+
+def positional_scores(kind: str, is_image: torch.Tensor, budget: torch.Tensor, seed: int) -> torch.Tensor:
     """Scores that ignore the content, for the ``random`` and ``uniform`` baselines.
 
     Each sample is scored over its own image tokens, in order, so a sample gets the same choice alone or in
