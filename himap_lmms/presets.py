@@ -1,7 +1,9 @@
 """The presets of ``configs/``, read in one place: models (``models.yaml``) and pruning methods (``methods.yaml``).
 
 The sweep, the cost benchmark, the GPU check and the lmms-eval config files all name presets; reading them
-here means a preset is the same dict wherever it is used. Imports no torch: argument checks stay fast.
+here means a preset is the same dict wherever it is used. The sweep and the cost benchmark also read a user's
+method presets files (``--presets-file``), for methods this repository does not ship. Imports no torch: argument
+checks stay fast.
 """
 
 from __future__ import annotations
@@ -21,19 +23,66 @@ METHOD_PRESETS = CONFIGS / "methods.yaml"
 def load_presets(path: Path, kind: str, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
     """The presets ``names`` of ``path`` (every preset, in the file's order, when ``names`` is None); an unknown
     name is a ``ValueError`` naming it, the file and the choices."""
-    presets = yaml.safe_load(path.read_text())
+    return _select(_read(path, kind), names, kind, str(path))
+
+
+def method_presets(names: Iterable[str] | None = None, files: Iterable[str | Path] = ()) -> dict[str, dict[str, Any]]:
+    """model_args of the method presets ``names`` (all of them by default, in order): those of
+    ``configs/methods.yaml``, then those of each of ``files``, a user's presets in the same format. That is how a
+    method installed from another package (docs/adding_a_method.md) is swept and benchmarked without editing this
+    repository, as lmms-eval's ``--include_path`` adds a user's tasks to its own.
+
+    A name two files define is an error naming both (a user's file adds presets, it never changes one silently);
+    each preset returned is checked by building its schedule, so an unknown method or a bad argument is an error
+    naming the preset and its file before anything runs.
+    """
+    paths = (METHOD_PRESETS, *map(Path, files))
+    presets: dict[str, dict[str, Any]] = {}
+    source: dict[str, Path] = {}
+    for path in paths:
+        for name, args in _read(path, "method").items():
+            if name in source:
+                raise ValueError(f"method preset {name!r} of {path} is already defined in {source[name]}")
+            presets[name], source[name] = args, path
+    chosen = _select(presets, names, "method", ", ".join(map(str, paths)))
+    for name, args in chosen.items():
+        _check_method_preset(name, args, source[name])
+    return chosen
+
+
+def _read(path: Path, kind: str) -> dict[str, Any]:
+    """Every preset of ``path``; a file that cannot be read as a mapping of names to presets is a ``ValueError``
+    naming it."""
+    try:
+        presets = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"cannot read the {kind} presets file {path}: {error}") from None
+    if not isinstance(presets, dict):
+        raise ValueError(f"{kind} presets file {path} is not a mapping of preset names to model_args")
+    return presets
+
+
+def _select(presets: dict[str, Any], names: Iterable[str] | None, kind: str, where: str) -> dict[str, Any]:
     if names is None:
         return dict(presets)
     names = tuple(names)
     unknown = [name for name in names if name not in presets]
     if unknown:
-        raise ValueError(f"unknown {kind} preset {unknown[0]!r} in {path}: choose from {', '.join(presets)}")
+        raise ValueError(f"unknown {kind} preset {unknown[0]!r} in {where}: choose from {', '.join(presets)}")
     return {name: presets[name] for name in names}
 
 
-def method_presets(names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
-    """model_args of the method presets ``names`` (all of them by default)."""
-    return load_presets(METHOD_PRESETS, "method", names)
+def _check_method_preset(name: str, args: Any, path: Path) -> None:
+    """A method preset is pruning model_args (``method`` and its knobs; other model_args go with the model) that
+    the method's build accepts. Imports no torch."""
+    from himap_lmms.pruning import PruningConfig
+
+    if not isinstance(args, dict) or "method" not in args:
+        raise ValueError(f"method preset {name!r} of {path} must be a mapping with a method, got {args!r}")
+    try:
+        PruningConfig.from_args(**args)
+    except ValueError as error:
+        raise ValueError(f"method preset {name!r} of {path}: {error}") from None
 
 
 def resolve_model(model: str) -> tuple[str, dict[str, Any]]:

@@ -72,6 +72,7 @@ class SweepPlan:
     limit: int | None = None
     threads: int | None = None
     model_args: str = ""
+    preset_files: tuple[str, ...] = ()  # a user's method presets, besides configs/methods.yaml
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "num_processes"):
@@ -332,7 +333,7 @@ def run_sweep(plan: SweepPlan, results: Path) -> SweepOutcome:
     """Run every preset of ``plan``, one at a time, until all have run, a signal stops the sweep or an output
     cannot be written (see the module docstring); the manifest is rewritten at every change of state."""
     model_name, model_preset = resolve_model(plan.model)
-    methods = method_presets(plan.presets)
+    methods = method_presets(plan.presets, plan.preset_files)
     folder = new_sweep_dir(results, model_name)
     shared = {name: value for name, value in asdict(plan).items() if name not in ("presets", "tasks")}
     manifest = SweepManifest(
@@ -418,10 +419,11 @@ def lmms_eval_config(plan: SweepPlan) -> str:
             "model_args": model_args(model_preset, method_args, plan.model_args),
             "output_path": f"results/runs/{model_name}_{preset}",
         }
-        for preset, method_args in method_presets(plan.presets).items()
+        for preset, method_args in method_presets(plan.presets, plan.preset_files).items()
     ]
     header = f"# lmms-eval eval --config FILE: {', '.join(plan.presets)} on {model_name}. Made by\n"
     header += f"#   python scripts/sweep.py --model {plan.model} --presets {','.join(plan.presets)} "
+    header += "".join(f"--presets-file {path} " for path in plan.preset_files)
     header += f"--tasks {','.join(plan.tasks)} --batch-size {plan.batch_size} --lmms-eval-config\n"
     return header + yaml.safe_dump(runs, sort_keys=False, width=200)
 

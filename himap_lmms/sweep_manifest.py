@@ -66,6 +66,7 @@ class SweepManifest:
     cpu: bool = False
     threads: int | None = None
     model_args: str = ""
+    preset_files: list[str] = field(default_factory=list)
     outcome: str = RUNNING
     runs: list[RunEntry] = field(default_factory=list)
 

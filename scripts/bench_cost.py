@@ -51,6 +51,13 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, Path]:
         "--methods", default=",".join(DEFAULT_METHODS), help="comma-separated presets of configs/methods.yaml"
     )
     parser.add_argument(
+        "--presets-file",
+        action="append",
+        default=[],
+        type=Path,
+        help="a YAML file of more method presets (e.g. for a method from another package); repeatable",
+    )
+    parser.add_argument(
         "--fastv-pairs",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -78,6 +85,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, Path]:
             reference_repeats=args.reference_repeats,
             threads=args.threads if args.threads is not None or cuda else 1,
             methods=tuple(args.methods.split(",")),
+            preset_files=tuple(str(path.resolve()) for path in args.presets_file),
             fastv_pairs=args.fastv_pairs,
         )
     except ValueError as error:

@@ -7,9 +7,10 @@
     python scripts/sweep.py --model llava-1.5-13b --presets vanilla,himap_ref \\
         --tasks scienceqa_img_himap --model-args device_map=auto     # one model over several GPUs
 
-Model and method presets live in configs/models.yaml and configs/methods.yaml; --model-args is appended to
-both. The runs land in results/runs/<sweep id>/<preset>/ with the sweep's manifest and leaderboard beside them
-(see himap_lmms/sweep.py and docs/sweeps.md). Ctrl-C or SIGTERM stops the running preset, marks it
+Model and method presets live in configs/models.yaml and configs/methods.yaml (--presets-file adds a user's
+method presets, docs/sweeps.md); --model-args is appended to both. The runs land in
+results/runs/<sweep id>/<preset>/ with the sweep's manifest and leaderboard beside them (see himap_lmms/sweep.py
+and docs/sweeps.md). Ctrl-C or SIGTERM stops the running preset, marks it
 interrupted and the rest not run, and writes the table of what finished.
 
 Exit status: 0 every run ok; 1 a run failed; 2 bad arguments; 3 an output could not be written (the results
@@ -32,6 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="testbed", help="a preset of configs/models.yaml, or a checkpoint dir")
     parser.add_argument("--presets", default="vanilla,fastv_50,himap_ref", help="presets of configs/methods.yaml")
+    parser.add_argument(
+        "--presets-file",
+        action="append",
+        default=[],
+        type=Path,
+        help="a YAML file of more method presets (e.g. for a method from another package); repeatable",
+    )
     parser.add_argument(
         "--tasks",
         default="scienceqa_img_himap_local,pope_synth,textvqa_synth",
@@ -61,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             threads=args.threads,
             model_args=args.model_args,
+            preset_files=tuple(str(path.resolve()) for path in args.presets_file),
         )
         resolve_model(plan.model)
-        method_presets(plan.presets)
+        method_presets(plan.presets, plan.preset_files)
         check_data_files(plan.tasks, cwd=REPO)
     except ValueError as error:
         parser.error(str(error))

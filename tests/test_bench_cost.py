@@ -292,3 +292,7 @@ def test_arguments_fill_the_settings(cli, tmp_path) -> None:
     assert cli["parse_args"]([])[1] == REPO / "results" / "bench" / "scaled-cpu"
     assert cli["parse_args"]([])[0].fastv_pairs
     assert not cli["parse_args"](["--no-fastv-pairs"])[0].fastv_pairs
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("fastv_90: {method: fastv, k: 2, ratio: 0.9}\n")
+    settings, _ = cli["parse_args"](["--methods", "vanilla,fastv_90", "--presets-file", str(mine)])
+    assert settings.preset_files == (str(mine.resolve()),) and settings.methods == ("vanilla", "fastv_90")

@@ -172,3 +172,12 @@ def test_disruption_sweep_reads_rewritten_data_afresh(tmp_path) -> None:
 def test_sweep_refuses_bad_arguments_before_any_run(no_model_loads, capsys, tmp_path, argv, message) -> None:
     assert message in refused(capsys, "sweep", [*argv, "--results", str(tmp_path)])
     assert not (tmp_path / "runs").exists() and not list(tmp_path.iterdir())
+
+
+def test_sweep_refuses_a_bad_preset_of_a_presets_file_naming_both(no_model_loads, capsys, tmp_path) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("fastv_9: {method: fastv, k: 2, ratio: 9}\n")
+    argv = ["--presets", "vanilla,fastv_9", "--presets-file", str(mine), "--results", str(tmp_path / "results")]
+    assert f"method preset 'fastv_9' of {mine}: ratio=9.0 is out of range" in refused(capsys, "sweep", argv)
+    mine.write_text("fastv_9: {method: no_such_method}\n")
+    assert f"method preset 'fastv_9' of {mine}: method='no_such_method' is not known" in refused(capsys, "sweep", argv)

@@ -47,7 +47,7 @@ def _run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     dtype = getattr(torch, settings.dtype)
     started = time.perf_counter()
     model = build_random_llava(shape, dtype, device, "sdpa")
-    methods = bench_methods(settings.methods, shape, settings.fastv_pairs)
+    methods = bench_methods(settings.methods, shape, settings.fastv_pairs, settings.preset_files)
     names = list(methods)
     runs_per_batch = len(names) * (1 + settings.warmup + settings.repeats)
     reference_runs = 2 * (settings.reference_repeats + 1) if settings.reference_style else 0

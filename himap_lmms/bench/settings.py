@@ -1,15 +1,18 @@
 """What a cost-benchmark run compares and measures, checked before any model is built.
 
 The methods are the presets of ``configs/methods.yaml``, the file the sweeps read, so a preset means the same
-schedule in both. Each is labelled by what it keeps at the benchmark's shape (``HiMAP 2/288 8/72``: layer /
-image tokens from there on). Every pruned method that is not FastV gets a FastV partner, ``fastv=<preset>``,
-that keeps the number of image tokens from K=2 whose formula FLOPs ratio on the benchmark's prompt is closest
-to the method's: timed in the same rounds, the pair says what the method's own scoring costs at equal FLOPs.
+schedule in both (plus those of a user's presets files, ``preset_files``, as the sweep's ``--presets-file``).
+Each is labelled by what it keeps at the benchmark's shape (``HiMAP 2/288 8/72``: layer / image tokens from
+there on). Every pruned method that is not FastV gets a FastV partner, ``fastv=<preset>``, that keeps the number
+of image tokens from K=2 whose formula FLOPs ratio on the benchmark's prompt is closest to the method's: timed in
+the same rounds, the pair says what the method's own scoring costs at equal FLOPs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -50,9 +53,9 @@ class Method(NamedTuple):
     paired_with: str | None = None  # a FastV partner: the preset whose FLOPs it matches
 
 
-def method_configs() -> dict[str, PruningConfig]:
-    """The schedule of every method preset of ``configs/methods.yaml``, in the file's order."""
-    return {name: PruningConfig.from_args(**args) for name, args in method_presets().items()}
+def method_configs(preset_files: Iterable[str] = ()) -> dict[str, PruningConfig]:
+    """The schedule of every method preset of ``configs/methods.yaml`` and then of ``preset_files``, in order."""
+    return {name: PruningConfig.from_args(**args) for name, args in method_presets(files=preset_files).items()}
 
 
 def formula_flops_ratio(config: PruningConfig, shape: LlavaShape, convention: Convention = PAIR_CONVENTION) -> float:
@@ -92,10 +95,13 @@ def label(config: PruningConfig, shape: LlavaShape) -> str:
     return " ".join([method_spec(config.method).title or config.method, *steps])
 
 
-def bench_methods(names: tuple[str, ...], shape: LlavaShape, fastv_pairs: bool) -> dict[str, Method]:
-    """The presets ``names`` labelled at ``shape`` (``HiMAP 2/288 8/72 (himap_ref)``), each pruned one that is
-    not FastV followed by its equal-FLOPs FastV partner when ``fastv_pairs`` and FastV can cost that little."""
-    presets = method_configs()
+def bench_methods(
+    names: tuple[str, ...], shape: LlavaShape, fastv_pairs: bool, preset_files: tuple[str, ...] = ()
+) -> dict[str, Method]:
+    """The presets ``names`` (of ``configs/methods.yaml`` or ``preset_files``) labelled at ``shape`` (``HiMAP
+    2/288 8/72 (himap_ref)``), each pruned one that is not FastV followed by its equal-FLOPs FastV partner when
+    ``fastv_pairs`` and FastV can cost that little."""
+    presets = method_configs(preset_files)
     methods = {}
     for name in names:
         config = presets[name]
@@ -127,6 +133,7 @@ class BenchSettings:
     reference_repeats: int = 3
     threads: int | None = None
     methods: tuple[str, ...] = DEFAULT_METHODS
+    preset_files: tuple[str, ...] = ()  # a user's method presets, besides configs/methods.yaml
     fastv_pairs: bool = True
     progress: bool = True
 
@@ -143,10 +150,11 @@ class BenchSettings:
             value = getattr(self, name)
             if value is not None and value < least:
                 raise ValueError(f"{name}={value} must be >= {least}")
-        presets = method_configs()
+        presets = method_configs(self.preset_files)
         unknown = [name for name in self.methods if name not in presets]
         if unknown:
-            raise ValueError(f"unknown methods {unknown}: choose from {', '.join(presets)} ({METHOD_PRESETS.name})")
+            files = ", ".join(Path(path).name for path in (METHOD_PRESETS, *self.preset_files))
+            raise ValueError(f"unknown methods {unknown}: choose from {', '.join(presets)} ({files})")
         if self.reference_style and REFERENCE not in self.methods:
             raise ValueError(f"methods={list(self.methods)} must include {REFERENCE} for the reference-style runs")
         if "vanilla" not in self.methods:
