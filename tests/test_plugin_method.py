@@ -24,7 +24,14 @@ from himap_lmms.compat import image_token_id
 from himap_lmms.cost import prefill_cost
 from himap_lmms.leaderboard import collect_runs
 from himap_lmms.model_shapes import LLAVA_SHAPES, PREFIX_TOKENS, TEXT_TOKENS
-from himap_lmms.pruning import ENTRY_POINT_GROUP, PrunedLlava, PruningConfig, all_methods, pruning_arguments
+from himap_lmms.pruning import (
+    ENTRY_POINT_GROUP,
+    PrunedLlava,
+    PruneStep,
+    PruningConfig,
+    all_methods,
+    pruning_arguments,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TESTBED = REPO / "himap_lmms" / "testbed" / "llava-testbed"
@@ -83,6 +90,8 @@ def test_the_registry_finds_an_installed_method(installed, model64, processor) -
         PruningConfig.from_args("hidden_norm", ratio="2")
     with pytest.raises(ValueError, match=r"pivots is not an argument of method=hidden_norm \(it takes k, ratio\)"):
         PruningConfig.from_args("hidden_norm", pivots="2")
+    with pytest.raises(ValueError, match=r"step scored by 'typo' but its MethodSpec declares no rule .*hidden_norm\)"):
+        PrunedLlava(model64, PruningConfig("hidden_norm", (PruneStep(2, "typo", ratio=0.5),)))
 
 
 def test_an_installed_method_runs_through_the_lmms_eval_cli_into_the_leaderboard(tmp_path, monkeypatch) -> None:
