@@ -299,6 +299,7 @@ PRESET_COSTS = {  # what configs/methods.yaml says, at the 7B shape
     "dart_10": 0.251,
     "pdrop": 0.524,
     "pdrop_25": 0.404,
+    "pdrop_25_prior": 0.404,
     "visionzip_25": 0.328,
     "visionzip_11": 0.207,
 }
