@@ -13,6 +13,7 @@ would otherwise decode wrong tokens silently, and :func:`untested_version_messag
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -134,9 +135,10 @@ def vision_encoder_layers(tower: torch.nn.Module) -> torch.nn.ModuleList:
 
 
 def image_token_id(config: PretrainedConfig) -> int:
-    """The image placeholder's token id. `image_token_index` is the field on every version; `image_token_id` is an
-    alias of it only from 4.52 (on 4.51 a config built with `image_token_id=` silently keeps 32000)."""
-    return config.image_token_index
+    """The image placeholder's token id. LLaVA's field is `image_token_index` on every version; `image_token_id` is an
+    alias of it only from 4.52 (on 4.51 a config built with `image_token_id=` silently keeps 32000). Qwen2.5-VL's
+    config has `image_token_id` only."""
+    return config.image_token_id if config.model_type == "qwen2_5_vl" else config.image_token_index
 
 
 def image_features_per_image(
@@ -177,6 +179,47 @@ def image_features(
 ) -> torch.Tensor:
     """``(image tokens, hidden)``: the projected features of every image, in reading order."""
     return torch.cat(image_features_per_image(model, pixel_values, image_sizes), dim=0)
+
+
+def qwen2_5_vl_image_features(
+    model: PreTrainedModel, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor
+) -> torch.Tensor:
+    """``(image tokens, hidden)``: Qwen2.5-VL's merged-patch features of every image, in reading order.
+
+    `get_image_features` returns an output object whose `pooler_output` holds one tensor per image from 5.0, the
+    tuple of them before.
+    """
+    owner = llava_model_of(model)
+    if _from(5, 0):
+        features = owner.get_image_features(pixel_values, image_grid_thw, return_dict=True).pooler_output
+    else:
+        features = owner.get_image_features(pixel_values, image_grid_thw)
+    return torch.cat(list(features), dim=0)
+
+
+def qwen2_5_vl_rope_index(
+    model: PreTrainedModel, input_ids: torch.Tensor, image_grid_thw: torch.Tensor | None, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Qwen2.5-VL's ``(3, batch, n)`` rotary position ids and ``(batch, 1)`` `rope_deltas` for a left-padded batch
+    of text and images (no video): the model's own `get_rope_index`.
+
+    From 5.x it also takes `mm_token_type_ids` (1 on image tokens), which the processor returns (5.12.1 has it,
+    4.57.6 has not); it is built here from the image placeholders, the same thing for prompts without video.
+    """
+    owner = llava_model_of(model)
+    arguments = {"image_grid_thw": image_grid_thw, "attention_mask": valid.long()}
+    if "mm_token_type_ids" in inspect.signature(owner.get_rope_index).parameters:
+        arguments["mm_token_type_ids"] = (input_ids == image_token_id(model.config)).int()
+    return owner.get_rope_index(input_ids, **arguments)
+
+
+def text_rotary_is_recomposed() -> bool:
+    """Whether Qwen2.5-VL's text rotary embedding returns one ``(batch, n, head_dim)`` (cos, sin) per token, its
+    three components already interleaved (5.24.0; 4.57.6 and 5.12.1 return ``(3, batch, n, head_dim)`` and the
+    attention interleaves them). The engine's scores read the per-token form."""
+    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl
+
+    return hasattr(modeling_qwen2_5_vl.Qwen2_5_VLRotaryEmbedding, "recomposition_frequencies")
 
 
 def dtype_argument(dtype: torch.dtype | str) -> dict[str, torch.dtype | str]:
