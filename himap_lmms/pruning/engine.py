@@ -37,7 +37,7 @@ from torch.profiler import record_function
 from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 
 from himap_lmms.compat import cached_keys_values, call_decoder_layer, check_decoder_cache, image_token_id, new_cache
-from himap_lmms.cost import Convention, PrefillCost, prefill_cost
+from himap_lmms.cost import Convention, PrefillCost, kv_hidden_of, prefill_cost
 from himap_lmms.llava_forward import (
     additive_mask,
     causal_allowed,
@@ -84,7 +84,8 @@ class PrefillStats:
     kept: list[list[torch.Tensor]] = field(default_factory=list)
 
     def costs(self, text_config: PretrainedConfig, convention: Convention = "fastv") -> list[PrefillCost]:
-        """Each sample's prefill cost (:mod:`himap_lmms.cost`) from the token counts its layers really saw."""
+        """Each sample's prefill cost (:mod:`himap_lmms.cost`) from the token counts its layers really saw, with the
+        decoder's key-value width (grouped-query attention: Qwen2.5-VL)."""
         return [
             prefill_cost(
                 tokens.tolist(),
@@ -92,6 +93,7 @@ class PrefillStats:
                 text_config.intermediate_size,
                 convention,
                 prompt_tokens=int(prompt),
+                kv_hidden=kv_hidden_of(text_config),
             )
             for tokens, prompt in zip(self.tokens_per_layer, self.prompt_tokens)
         ]
