@@ -19,10 +19,12 @@ from conftest import QUESTIONS, draw_image
 from transformers import AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from himap_lmms.compat import (
+    cached_keys_values,
     call_decoder_layer,
     dtype_argument,
     language_model_of,
     lm_head_of,
+    new_cache,
     text_rotary_is_recomposed,
 )
 from himap_lmms.pruning import PrunedLlava, PruningConfig
@@ -45,6 +47,7 @@ RUNS = {
     "random": {"k1": 2, "ratio1": 0.5, "k2": 6, "ratio2": 0.25, "seed": 3},
     "input": {"ratio": 0.25},
     "pyramiddrop": {"stages": 3, "variant": "prior"},
+    "dart": {"k": 3, "ratio": 0.25, "pivots": 3, "variant": "prior"},
 }
 
 
@@ -122,29 +125,46 @@ def unpruned_prompt(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, in
 
 
 def run_layers(model, hidden: torch.Tensor, positions: torch.Tensor, layers: range):
-    """Eager full-sequence forward through ``layers``; returns hidden states and the last layer's attention."""
+    """Eager full-sequence forward through ``layers``; returns hidden states, the last layer's attention and its
+    keys after the rotary embedding (what it wrote to a KV cache)."""
     lm = language_model_of(model)
     n = hidden.shape[1]
     mask = torch.full((n, n), torch.finfo(hidden.dtype).min, dtype=hidden.dtype).triu(1)[None, None]
     embeddings = lm.rotary_emb(hidden, positions)
-    captured = {}
+    cache, captured = new_cache(lm.config), {}
     for index in layers:
         attention = lm.layers[index].self_attn
         handle = attention.register_forward_hook(lambda module, args, out: captured.update(attn=out[1]))
-        hidden = call_decoder_layer(lm.layers[index], hidden, attention_mask=mask, position_embeddings=embeddings)
+        hidden = call_decoder_layer(
+            lm.layers[index], hidden, cache, attention_mask=mask, position_embeddings=embeddings
+        )
         handle.remove()
-    return hidden, captured.get("attn")
+    keys = cached_keys_values(cache)[layers[-1]][0] if len(layers) else None
+    return hidden, captured.get("attn"), keys
 
 
-def reference_scores(
-    score: str, probs: torch.Tensor | None, index: torch.Tensor, image: list[int], text: list[int], seed: int
-) -> torch.Tensor:
+def duplication_scores(hidden: torch.Tensor, keys: torch.Tensor, columns: list[int], pivots: int) -> torch.Tensor:
+    """DART (variant=prior): the ``pivots`` image tokens with the largest L2 norm of their keys (all key-value heads
+    side by side) score +inf; every other one minus its largest cosine similarity to a pivot, in ``hidden``."""
+    norms = keys[0].transpose(0, 1).flatten(1).double().norm(dim=-1)[columns]
+    chosen = sorted(range(len(columns)), key=lambda j: (-float(norms[j]), j))[:pivots]
+    unit = torch.nn.functional.normalize(hidden[0, columns].double(), dim=-1)
+    scores = -(unit @ unit[chosen].T).amax(dim=-1)
+    scores[chosen] = float("inf")
+    return scores
+
+
+def reference_scores(step, probs: torch.Tensor | None, hidden, keys, index, image: list[int], text: list[int], budget):
     """Each current image token's score (``image``: their prompt indices, ``index``: the sequence's) by the formula
-    of ``score`` from the head-averaged ``probs`` (``(n, n)``) of the layer before the step."""
+    of ``step.score`` from the head-averaged ``probs`` (``(n, n)``), the hidden states and the keys of the layer
+    before the step."""
+    score = step.score
     column = {int(p): j for j, p in enumerate(index)}
     image_columns = [column[p] for p in image]
     if score == "random":
-        return torch.rand(len(image), generator=torch.Generator().manual_seed(seed), dtype=torch.float32).double()
+        return torch.rand(len(image), generator=torch.Generator().manual_seed(step.seed), dtype=torch.float32).double()
+    if score == "duplication":
+        return duplication_scores(hidden, keys, image_columns, min(step.pivots, budget))
     rows = {"instruction": [column[p] for p in text], "visual": image_columns, "last_token": [len(index) - 1]}[score]
     return probs[rows][:, image_columns].sum(dim=0)
 
@@ -160,13 +180,13 @@ def reference_kept(model, config: PruningConfig, inputs: dict) -> list[list[int]
     kept, start = [], 0
     with torch.no_grad():
         for step in steps:
-            hidden, attention = run_layers(model, hidden, positions[..., index], range(start, step.layer))
+            hidden, attention, keys = run_layers(model, hidden, positions[..., index], range(start, step.layer))
             budget = step.budget(sum(token == model.config.image_token_id for token in ids))
             if step.score == "uniform":
                 chosen = torch.linspace(0, len(image) - 1, budget).round().long().tolist()
             else:
                 probs = attention[0].double().mean(dim=0) if attention is not None else None
-                scores = reference_scores(step.score, probs, index, image, text, step.seed)
+                scores = reference_scores(step, probs, hidden, keys, index, image, text, budget)
                 order = sorted(range(len(image)), key=lambda j: (-float(scores[j]), j))  # ties: the earlier token
                 chosen = order[:budget]
             dropped = set(image) - {image[j] for j in chosen}
@@ -193,7 +213,7 @@ def reference_logits(model, config: PruningConfig, inputs: dict, kept: list[list
     start = 0
     with torch.no_grad():
         for step, stop in enumerate(boundaries):
-            hidden, _ = run_layers(model, hidden, positions[..., index], range(start, stop))
+            hidden, _, _ = run_layers(model, hidden, positions[..., index], range(start, stop))
             if step < len(kept):
                 dropped = {p for p, token in enumerate(ids) if token == model.config.image_token_id} - set(kept[step])
                 survivors = [j for j, p in enumerate(index.tolist()) if p not in dropped]
