@@ -78,6 +78,9 @@ def check_decoder_cache(language_model: torch.nn.Module) -> None:
     parameter = next(layer.parameters())
     hidden = torch.zeros(1, 1, language_model.config.hidden_size, dtype=parameter.dtype, device=parameter.device)
     positions = torch.zeros(1, 1, dtype=torch.long, device=parameter.device)
+    rope = getattr(language_model.config, "rope_parameters", None) or language_model.config.rope_scaling or {}
+    if "mrope_section" in rope:  # Qwen2.5-VL: 3 components (its rotary embedding requires them up to 5.23)
+        positions = positions.expand(3, 1, 1)
     cache = new_cache(language_model.config)
     call_decoder_layer(
         layer, hidden, cache, position_ids=positions, position_embeddings=language_model.rotary_emb(hidden, positions)
@@ -213,13 +216,27 @@ def qwen2_5_vl_rope_index(
     return owner.get_rope_index(input_ids, **arguments)
 
 
-def text_rotary_is_recomposed() -> bool:
-    """Whether Qwen2.5-VL's text rotary embedding returns one ``(batch, n, head_dim)`` (cos, sin) per token, its
-    three components already interleaved (5.24.0; 4.57.6 and 5.12.1 return ``(3, batch, n, head_dim)`` and the
-    attention interleaves them). The engine's scores read the per-token form."""
-    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl
+# The engine runs Qwen2.5-VL from 5.0 (tested 5.12.1 and 5.24.0). Up to 4.57 `get_rope_index`'s `rope_deltas` count
+# from the padded length (from 5.0 from each prompt's real length), and 4.57.6 cannot build the tiny checkpoint the
+# tests need (its Qwen2.5-VL processor requires a Qwen2Tokenizer): untested there, so refused.
+QWEN2_5_VL_IN_ENGINE = _from(5, 0)
 
-    return hasattr(modeling_qwen2_5_vl.Qwen2_5_VLRotaryEmbedding, "recomposition_frequencies")
+
+def per_token_rotary(
+    position_embeddings: tuple[torch.Tensor, torch.Tensor], attention: torch.nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A decoder layer's rotary ``(cos, sin)`` as one ``(batch, n, head_dim)`` row per token, what the scores read.
+
+    Qwen2.5-VL's text rotary embedding returns its three position components apart, ``(3, batch, n, head_dim)``,
+    up to 5.23 (the attention interleaves them by `mrope_section`, read from `rope_parameters` from 5.0, from
+    `rope_scaling` before), and interleaved from 5.24, as every other decoder's always are.
+    """
+    cos, sin = position_embeddings
+    if cos.ndim == 3:
+        return cos, sin
+    rope = attention.config.rope_parameters if _from(5, 0) else attention.config.rope_scaling
+    section = list(rope["mrope_section"]) * 2
+    return tuple(torch.cat([m[i % 3] for i, m in enumerate(t.split(section, dim=-1))], dim=-1) for t in (cos, sin))
 
 
 def dtype_argument(dtype: torch.dtype | str) -> dict[str, torch.dtype | str]:

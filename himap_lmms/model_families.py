@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from himap_lmms.compat import VERSION, qwen2_5_vl_image_features, qwen2_5_vl_rope_index, text_rotary_is_recomposed
+from himap_lmms.compat import QWEN2_5_VL_IN_ENGINE, VERSION, qwen2_5_vl_image_features, qwen2_5_vl_rope_index
 from himap_lmms.llava_forward import embed_multimodal, position_ids_of, write_image_features
 from himap_lmms.pruning.config import PruningConfig
 
@@ -70,11 +70,10 @@ class Qwen2_5_VLFamily:
     name = "Qwen2.5-VL (Qwen2_5_VLForConditionalGeneration)"
 
     def __init__(self) -> None:
-        if not text_rotary_is_recomposed():
+        if not QWEN2_5_VL_IN_ENGINE:
             raise ValueError(
-                f"transformers {VERSION}: the pruning engine runs {self.name} only on transformers whose text "
-                "rotary embedding returns one (cos, sin) per token (5.24 and later; tested 5.24.0), which its "
-                "scores read; install transformers>=5.24"
+                f"transformers {VERSION}: the pruning engine runs {self.name} on transformers 5 (tested 5.12.1 "
+                "and 5.24.0), whose rope_deltas it continues decoding from; install transformers>=5"
             )
 
     def check(self, model: PreTrainedModel, config: PruningConfig) -> None:

@@ -15,7 +15,7 @@ from conftest import QUESTIONS, draw_image
 from lmms_eval.api.instance import Instance
 from lmms_samples import answers, answers_of
 
-from himap_lmms.compat import text_rotary_is_recomposed
+from himap_lmms.compat import QWEN2_5_VL_IN_ENGINE
 from himap_lmms.lmms_qwen2_5_vl import HimapQwen2_5_VL
 from himap_lmms.tiny_vlms import build_tiny_qwen2_5_vl
 
@@ -28,7 +28,7 @@ TINY_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 224 * 224}
 
 pytestmark = [
     pytest.mark.transformers_matrix,
-    pytest.mark.skipif(not text_rotary_is_recomposed(), reason="the engine refuses Qwen2.5-VL on this transformers"),
+    pytest.mark.skipif(not QWEN2_5_VL_IN_ENGINE, reason="the engine refuses Qwen2.5-VL on this transformers"),
 ]
 
 

@@ -19,19 +19,19 @@ from conftest import QUESTIONS, draw_image
 from transformers import AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from himap_lmms.compat import (
+    QWEN2_5_VL_IN_ENGINE,
     cached_keys_values,
     call_decoder_layer,
     dtype_argument,
     language_model_of,
     lm_head_of,
     new_cache,
-    text_rotary_is_recomposed,
 )
 from himap_lmms.pruning import PrunedLlava, PruningConfig
 from himap_lmms.tiny_vlms import build_tiny_qwen2_5_vl
 
 pytestmark = pytest.mark.transformers_matrix
-runs = pytest.mark.skipif(not text_rotary_is_recomposed(), reason="the engine refuses Qwen2.5-VL on this transformers")
+runs = pytest.mark.skipif(not QWEN2_5_VL_IN_ENGINE, reason="the engine refuses Qwen2.5-VL on this transformers")
 
 ENGINE_KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw")
 # (width, height) of each prompt's images: 6 x 4, then 4 x 4 and 2 x 4 merged patches (24, 16 and 8 image tokens)
@@ -261,8 +261,8 @@ def test_refused_methods_name_method_and_model(checkpoint: Path, method: str, ar
         PrunedLlava(model, PruningConfig.from_args(method, **args))
 
 
-@pytest.mark.skipif(text_rotary_is_recomposed(), reason="this transformers runs Qwen2.5-VL")
-def test_engine_refuses_qwen_on_transformers_without_per_token_rotary() -> None:
+@pytest.mark.skipif(QWEN2_5_VL_IN_ENGINE, reason="this transformers runs Qwen2.5-VL")
+def test_engine_refuses_qwen_on_transformers_4() -> None:
     """Built from a config (4.57's processor refuses the tiny checkpoint's generic tokenizer)."""
     text = {
         "hidden_size": 64,
@@ -275,5 +275,7 @@ def test_engine_refuses_qwen_on_transformers_without_per_token_rotary() -> None:
     }
     vision = {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64}
     model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text, vision_config=vision)).eval()
-    with pytest.raises(ValueError, match=r"transformers \S+: the pruning engine runs Qwen2\.5-VL"):
+    with pytest.raises(
+        ValueError, match=r"transformers 4\.\S+: the pruning engine runs Qwen2\.5-VL .* on transformers 5"
+    ):
         PrunedLlava(model, PruningConfig.none())
