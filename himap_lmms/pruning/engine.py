@@ -1,8 +1,10 @@
 """The pruned LLaVA forward: a decoder loop that drops image tokens between layers.
 
-:class:`PrunedLlava` wraps a transformers ``LlavaForConditionalGeneration`` (or ``LlavaNext...``) without
-changing it. Its prefill is the loop of transformers' ``LlamaModel.forward`` (hidden states, rotary position
-embeddings, mask, KV cache, one call per decoder layer) with one addition: before a pruning layer, image
+:class:`PrunedLlava` wraps a transformers ``LlavaForConditionalGeneration`` (or ``LlavaNext...``, or
+``Qwen2_5_VLForConditionalGeneration``) without changing it; how a family merges its images into the prompt and
+numbers its positions is its object in :mod:`himap_lmms.model_families`, so the loop below is the same for all.
+Its prefill is the loop of transformers' ``LlamaModel.forward`` (hidden states, rotary position embeddings,
+mask, KV cache, one call per decoder layer) with one addition: before a pruning layer, image
 tokens are scored from the previous layer's attention (:mod:`himap_lmms.pruning.scoring`) and the sequence is
 compacted to the kept tokens. Kept tokens stay in order and keep their position ids (RoPE sees the positions
 the unpruned model would), unless the step renumbers them 0..n'-1 as PyramidDrop's and VisionZip's authors do;
