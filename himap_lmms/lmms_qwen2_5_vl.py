@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from PIL import Image
 from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -56,13 +57,28 @@ class HimapQwen2_5_VL(HimapLlava):
             [{"role": "user", "content": content}], chat_template=self.chat_template, add_generation_prompt=True
         )
 
-    def _encode(self, contexts, visuals: list[list[Image.Image]], tasks, doc_ids) -> dict:
+    def _encode(
+        self,
+        contexts: tuple[str, ...],
+        visuals: list[list[Image.Image]],
+        tasks: tuple[str, ...] | list[str],
+        doc_ids: tuple[int, ...] | list[int],
+    ) -> dict[str, torch.Tensor]:
         """:meth:`HimapLlava._encode`, less ``mm_token_type_ids``: the engine builds those itself (no video)."""
         inputs = super()._encode(contexts, visuals, tasks, doc_ids)
         inputs.pop("mm_token_type_ids", None)
         return inputs
 
-    def _run_probes(self, contexts, visuals, docs, gen_kwargs: dict[str, Any], tasks, doc_ids) -> list[str]:
+    def _run_probes(
+        self,
+        contexts: tuple[str, ...],
+        visuals: list[list[Image.Image]],
+        docs: list[dict],
+        gen_kwargs: dict[str, Any],
+        tasks: tuple[str, ...],
+        doc_ids: tuple[int, ...],
+    ) -> list[str]:
+        """Refused: the probes rebuild LLaVA's forward."""
         raise ValueError(
             f"task {tasks[0]!r} runs the {gen_kwargs['probe']} probe, which supports LLaVA checkpoints "
             f"(himap_llava), not {self.name}"

@@ -82,6 +82,13 @@ def test_a_llava_checkpoint_is_refused_naming_the_model(tiny_llava_dir: Path) ->
         HimapQwen2_5_VL(pretrained=str(tiny_llava_dir), device="cpu")
 
 
+def test_probe_tasks_are_refused_naming_the_model(checkpoint: Path) -> None:
+    request = requests()[0]
+    request.arguments[1]["probe"] = "saliency"
+    with pytest.raises(ValueError, match=r"saliency probe, which supports LLaVA checkpoints .* not himap_qwen2_5_vl"):
+        make_model(checkpoint).generate_until([request])
+
+
 @pytest.mark.parametrize(("max_pixels", "tokens"), [(224 * 224, 64), (112 * 112, 16)])
 def test_max_pixels_bounds_the_image_tokens(checkpoint: Path, max_pixels: int, tokens: int) -> None:
     """A 224 px image: 8 x 8 merged patches within the tiny range, resized to 112 px (4 x 4) under 112 * 112."""
