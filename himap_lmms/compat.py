@@ -13,6 +13,7 @@ would otherwise decode wrong tokens silently, and :func:`untested_version_messag
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -77,6 +78,9 @@ def check_decoder_cache(language_model: torch.nn.Module) -> None:
     parameter = next(layer.parameters())
     hidden = torch.zeros(1, 1, language_model.config.hidden_size, dtype=parameter.dtype, device=parameter.device)
     positions = torch.zeros(1, 1, dtype=torch.long, device=parameter.device)
+    rope = getattr(language_model.config, "rope_parameters", None) or language_model.config.rope_scaling or {}
+    if "mrope_section" in rope:  # Qwen2.5-VL: 3 components (its rotary embedding requires them up to 5.23)
+        positions = positions.expand(3, 1, 1)
     cache = new_cache(language_model.config)
     call_decoder_layer(
         layer, hidden, cache, position_ids=positions, position_embeddings=language_model.rotary_emb(hidden, positions)
@@ -134,9 +138,10 @@ def vision_encoder_layers(tower: torch.nn.Module) -> torch.nn.ModuleList:
 
 
 def image_token_id(config: PretrainedConfig) -> int:
-    """The image placeholder's token id. `image_token_index` is the field on every version; `image_token_id` is an
-    alias of it only from 4.52 (on 4.51 a config built with `image_token_id=` silently keeps 32000)."""
-    return config.image_token_index
+    """The image placeholder's token id. LLaVA's field is `image_token_index` on every version; `image_token_id` is an
+    alias of it only from 4.52 (on 4.51 a config built with `image_token_id=` silently keeps 32000). Qwen2.5-VL's
+    config has `image_token_id` only."""
+    return config.image_token_id if config.model_type == "qwen2_5_vl" else config.image_token_index
 
 
 def image_features_per_image(
@@ -177,6 +182,61 @@ def image_features(
 ) -> torch.Tensor:
     """``(image tokens, hidden)``: the projected features of every image, in reading order."""
     return torch.cat(image_features_per_image(model, pixel_values, image_sizes), dim=0)
+
+
+def qwen2_5_vl_image_features(
+    model: PreTrainedModel, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor
+) -> torch.Tensor:
+    """``(image tokens, hidden)``: Qwen2.5-VL's merged-patch features of every image, in reading order.
+
+    `get_image_features` returns an output object whose `pooler_output` holds one tensor per image from 5.0, the
+    tuple of them before.
+    """
+    owner = llava_model_of(model)
+    if _from(5, 0):
+        features = owner.get_image_features(pixel_values, image_grid_thw, return_dict=True).pooler_output
+    else:
+        features = owner.get_image_features(pixel_values, image_grid_thw)
+    return torch.cat(list(features), dim=0)
+
+
+def qwen2_5_vl_rope_index(
+    model: PreTrainedModel, input_ids: torch.Tensor, image_grid_thw: torch.Tensor | None, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Qwen2.5-VL's ``(3, batch, n)`` rotary position ids and ``(batch, 1)`` `rope_deltas` for a left-padded batch
+    of text and images (no video): the model's own `get_rope_index`.
+
+    From 5.x it also takes `mm_token_type_ids` (1 on image tokens), which the processor returns (5.12.1 has it,
+    4.57.6 has not); it is built here from the image placeholders, the same thing for prompts without video.
+    """
+    owner = llava_model_of(model)
+    arguments = {"image_grid_thw": image_grid_thw, "attention_mask": valid.long()}
+    if "mm_token_type_ids" in inspect.signature(owner.get_rope_index).parameters:
+        arguments["mm_token_type_ids"] = (input_ids == image_token_id(model.config)).int()
+    return owner.get_rope_index(input_ids, **arguments)
+
+
+# The engine runs Qwen2.5-VL from 5.0 (tested 5.12.1 and 5.24.0). Up to 4.57 `get_rope_index`'s `rope_deltas` count
+# from the padded length (from 5.0 from each prompt's real length), and 4.57.6 cannot build the tiny checkpoint the
+# tests need (its Qwen2.5-VL processor requires a Qwen2Tokenizer): untested there, so refused.
+QWEN2_5_VL_IN_ENGINE = _from(5, 0)
+
+
+def per_token_rotary(
+    position_embeddings: tuple[torch.Tensor, torch.Tensor], attention: torch.nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A decoder layer's rotary ``(cos, sin)`` as one ``(batch, n, head_dim)`` row per token, what the scores read.
+
+    Qwen2.5-VL's text rotary embedding returns its three position components apart, ``(3, batch, n, head_dim)``,
+    up to 5.23 (the attention interleaves them by `mrope_section`, read from `rope_parameters` from 5.0, from
+    `rope_scaling` before), and interleaved from 5.24, as every other decoder's always are.
+    """
+    cos, sin = position_embeddings
+    if cos.ndim == 3:
+        return cos, sin
+    rope = attention.config.rope_parameters if _from(5, 0) else attention.config.rope_scaling
+    section = list(rope["mrope_section"]) * 2
+    return tuple(torch.cat([m[i % 3] for i, m in enumerate(t.split(section, dim=-1))], dim=-1) for t in (cos, sin))
 
 
 def dtype_argument(dtype: torch.dtype | str) -> dict[str, torch.dtype | str]:

@@ -81,6 +81,8 @@ class HimapLlava(lmms):
     """
 
     is_simple = True
+    name = "himap_llava"  # the lmms-eval model name, in errors
+    model_classes = MODEL_CLASSES  # model_type -> the transformers class that loads it
 
     def __init__(
         self,
@@ -101,7 +103,7 @@ class HimapLlava(lmms):
         super().__init__()
         pruning_args, unknown = split_pruning_args(kwargs)
         if unknown:
-            raise ValueError(f"unknown model_args for himap_llava: {', '.join(sorted(unknown))}")
+            raise ValueError(f"unknown model_args for {self.name}: {', '.join(sorted(unknown))}")
         if flops_convention not in CONVENTIONS:
             raise ValueError(
                 f"flops_convention={flops_convention!r} is not known: choose one of {', '.join(CONVENTIONS)}"
@@ -131,20 +133,21 @@ class HimapLlava(lmms):
 
         model_config = AutoConfig.from_pretrained(pretrained, revision=revision)
         model_type = model_config.model_type
-        if model_type not in MODEL_CLASSES:
+        if model_type not in self.model_classes:
             raise ValueError(
-                f"pretrained={pretrained!r} is a {model_type!r} model; himap_llava supports {', '.join(MODEL_CLASSES)}"
+                f"pretrained={pretrained!r} is a {model_type!r} model; {self.name} supports "
+                f"{', '.join(self.model_classes)}"
             )
         # Bound to the depth read from the config, before any weight loads: a layer typed beyond the depth is
         # named as such before the steps are compared with each other (see PruningConfig.from_args).
         num_layers = model_config.get_text_config().num_hidden_layers
         self.pruning = PruningConfig.from_args(method, num_layers=num_layers, **pruning_args)
-        self.processor = AutoProcessor.from_pretrained(pretrained, revision=revision)
+        self.processor = AutoProcessor.from_pretrained(pretrained, revision=revision, **self._processor_arguments())
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"
         self.chat_template = self._resolve_chat_template(chat_template)
         self._model = (
-            MODEL_CLASSES[model_type]
+            self.model_classes[model_type]
             .from_pretrained(
                 pretrained,
                 revision=revision,
@@ -250,7 +253,7 @@ class HimapLlava(lmms):
         return results
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
-        raise NotImplementedError("himap_llava does not implement multi-round generation")
+        raise NotImplementedError(f"{self.name} does not implement multi-round generation")
 
     def _shared_run_id(self) -> str:
         """One id for this run on every rank (UTC time + random suffix), so cost records of reruns that append
@@ -272,7 +275,7 @@ class HimapLlava(lmms):
         num_beams = parse_int("num_beams", gen_kwargs.get("num_beams") or 1, minimum=1)
         if num_beams > 1:
             raise ValueError(
-                f"gen_kwargs num_beams={num_beams} is not supported: himap_llava decodes greedily or by sampling"
+                f"gen_kwargs num_beams={num_beams} is not supported: {self.name} decodes greedily or by sampling"
             )
         temperature = parse_float("temperature", gen_kwargs.get("temperature") or 0)
         top_p = gen_kwargs.get("top_p")
@@ -297,10 +300,7 @@ class HimapLlava(lmms):
         A prompt longer than the model's context is an error naming its doc: the model was never trained on
         such positions, and scoring it would put a meaningless number in the results.
         """
-        prompts = [
-            chat_prompt(self.tokenizer, context, len(images), self.chat_template)
-            for context, images in zip(contexts, visuals)
-        ]
+        prompts = [self._prompt(context, len(images)) for context, images in zip(contexts, visuals)]
         images = [image for sample in visuals for image in sample]
         inputs = self.processor(
             images=images or None, text=prompts, return_tensors="pt", padding=True, add_special_tokens=False
@@ -313,6 +313,14 @@ class HimapLlava(lmms):
                 )
         self._warn_unpruned_budgets(inputs["input_ids"])
         return without_token_type_ids(inputs.to(self.device, self.model.dtype))
+
+    def _processor_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of ``AutoProcessor.from_pretrained`` beyond the checkpoint's (none for LLaVA)."""
+        return {}
+
+    def _prompt(self, context: str, num_images: int) -> str:
+        """One user turn: the images' ``<image>`` placeholders before the context, through the chat template."""
+        return chat_prompt(self.tokenizer, context, num_images, self.chat_template)
 
     def _warn_unpruned_budgets(self, input_ids: torch.Tensor) -> None:
         """Warn once per run and argument when a count keeps every image token of a sample (it prunes nothing)."""

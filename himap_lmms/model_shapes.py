@@ -57,9 +57,15 @@ class LlavaShape:
     def num_image_tokens(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
+    @property
+    def kv_hidden(self) -> int:
+        """Width of the key and value projections (the FLOPs formula's ``d_kv``): ``hidden`` without GQA."""
+        return (self.kv_heads or self.heads) * (self.hidden // self.heads)
+
     def describe(self) -> str:
+        kv = f", {self.kv_heads} key-value heads" if self.kv_heads else ""
         return (
-            f"{self.name}: decoder {self.layers} x (hidden {self.hidden}, {self.heads} heads, "
+            f"{self.name}: decoder {self.layers} x (hidden {self.hidden}, {self.heads} heads{kv}, "
             f"FFN {self.intermediate}), vocab {self.vocab}; CLIP {self.vision_layers} x (hidden {self.vision_hidden}, "
             f"FFN {self.vision_intermediate}), {self.image_size} px / {self.patch_size} = {self.num_image_tokens} "
             "image tokens"
@@ -83,6 +89,17 @@ LLAVA_SHAPES: dict[str, LlavaShape] = {
     "scaled": LlavaShape("scaled", hidden=1024, layers=32, heads=16, intermediate=2816, **_CLIP_TINY),
     "7b": LlavaShape("7b", hidden=4096, layers=32, heads=32, intermediate=11008, **_CLIP_L),
     "13b": LlavaShape("13b", hidden=5120, layers=40, heads=40, intermediate=13824, **_CLIP_L),
+    # Qwen2.5-VL-7B's decoder (grouped-query attention: 28 query heads share 4 key-value heads) in this LLaVA frame:
+    # a decoder's cost depends on its shape and token counts only, so the benchmark times its layers as they are
+    # (Qwen2's q/k/v biases aside) on the benchmark's 576 image tokens, about a 672 px square through Qwen's ViT.
+    "qwen2.5-vl-7b": LlavaShape(
+        "qwen2.5-vl-7b", hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vocab=152064,
+        context=32768, **_CLIP_L,
+    ),
+    # Its CPU-sized version: depth, head ratio and width/FFN proportions kept at a quarter of its width.
+    "qwen-scaled": LlavaShape(
+        "qwen-scaled", hidden=896, layers=28, heads=7, kv_heads=1, intermediate=4736, context=32768, **_CLIP_TINY
+    ),
 }  # fmt: skip
 
 

@@ -8,6 +8,7 @@ checks stay fast.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 MODEL_PRESETS = CONFIGS / "models.yaml"
 METHOD_PRESETS = CONFIGS / "methods.yaml"
+# The lmms-eval model that runs a checkpoint, by its config's model_type; a model preset may name it as `model`.
+BACKENDS = {"llava": "himap_llava", "llava_next": "himap_llava", "qwen2_5_vl": "himap_qwen2_5_vl"}
+DEFAULT_BACKEND = "himap_llava"
+BACKEND_KEY = "model"
 
 
 def load_presets(path: Path, kind: str, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -92,4 +97,15 @@ def resolve_model(model: str) -> tuple[str, dict[str, Any]]:
         return Path(model).name, {"pretrained": str(Path(model).resolve())}
     ((name, preset),) = load_presets(MODEL_PRESETS, "model", (model,)).items()
     local = REPO / str(preset["pretrained"])
-    return name, {**preset, "pretrained": str(local) if local.is_dir() else preset["pretrained"]}
+    arguments = {key: value for key, value in preset.items() if key != BACKEND_KEY}
+    return name, {**arguments, "pretrained": str(local) if local.is_dir() else preset["pretrained"]}
+
+
+def model_backend(model: str) -> str:
+    """The lmms-eval model (``himap_llava``, ``himap_qwen2_5_vl``) that runs a model preset (its ``model``, else
+    ``himap_llava``) or a checkpoint directory (by its config's ``model_type``)."""
+    if Path(model).is_dir():
+        model_type = json.loads((Path(model) / "config.json").read_text()).get("model_type")
+        return BACKENDS.get(model_type, DEFAULT_BACKEND)
+    ((_, preset),) = load_presets(MODEL_PRESETS, "model", (model,)).items()
+    return preset.get(BACKEND_KEY, DEFAULT_BACKEND)

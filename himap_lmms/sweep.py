@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 import yaml
 
 from himap_lmms.leaderboard import build_leaderboard, load_sweep, parse_model_args, to_markdown, write_outputs
-from himap_lmms.presets import REPO, method_presets, resolve_model
+from himap_lmms.presets import REPO, method_presets, model_backend, resolve_model
 from himap_lmms.sweep_manifest import (
     INTERRUPTED,
     OK,
@@ -52,7 +52,6 @@ from himap_lmms.sweep_manifest import (
     naming,
 )
 
-BACKEND = "himap_llava"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception)\b.*:")
 EXIT_RUN_FAILED = 1
@@ -127,7 +126,7 @@ def lmms_eval_command(plan: SweepPlan, run_dir: Path, arguments: str) -> list[st
     else:
         launcher = [str(bin_dir / "lmms-eval"), "eval"]
     command = launcher + [
-        "--model", BACKEND,
+        "--model", model_backend(plan.model),
         "--model_args", arguments,
         "--tasks", ",".join(plan.tasks),
         "--include_path", str(REPO / "tasks"),
@@ -339,7 +338,7 @@ def run_sweep(plan: SweepPlan, results: Path) -> SweepOutcome:
     manifest = SweepManifest(
         sweep_id=folder.name,
         started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        backend=BACKEND,
+        backend=model_backend(plan.model),
         **shared,
         presets=list(plan.presets),
         tasks=list(plan.tasks),
@@ -411,7 +410,7 @@ def lmms_eval_config(plan: SweepPlan) -> str:
     (each entry one run; no failure detection, no manifest). The files in configs/lmms_eval/ are made by this,
     so they follow the presets."""
     model_name, model_preset = resolve_model(plan.model)
-    shared = {"model": BACKEND, "tasks": ",".join(plan.tasks), "include_path": "tasks"}
+    shared = {"model": model_backend(plan.model), "tasks": ",".join(plan.tasks), "include_path": "tasks"}
     shared |= {"batch_size": plan.batch_size, "log_samples": True}
     runs = [
         {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import runpy
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,9 @@ from himap_lmms.bench import (
     run_benchmark,
     write_outputs,
 )
-from himap_lmms.bench.measure import pruning_overhead
+from himap_lmms.bench.measure import count_prefill, pruning_overhead
 from himap_lmms.bench.settings import PAIR_PREFIX, equal_flops_fastv, formula_flops_ratio, method_configs
+from himap_lmms.cost import prefill_cost
 from himap_lmms.model_shapes import LLAVA_SHAPES, PREFIX_TOKENS, TEXT_TOKENS, build_random_llava, prompt_inputs
 from himap_lmms.pruning import PRUNING_LABELS, PruningConfig
 
@@ -179,6 +181,29 @@ def test_counted_flops_agree_with_the_formula(bench) -> None:
             assert "aten._scaled_dot_product_flash_attention_for_cpu" in row["attention_ops_counted"]
         # The whole prefill also has the unpruned vision tower, so its ratio is above the decoder's.
         assert rows["himap_ref"]["flops_ratio_whole_prefill_counted"] > rows["himap_ref"]["flops_ratio_counted"]
+
+
+def test_qwen2_5_vl_7b_shape_is_its_decoders() -> None:
+    shape = LLAVA_SHAPES["qwen2.5-vl-7b"]
+    assert (shape.layers, shape.hidden, shape.heads, shape.kv_heads, shape.intermediate) == (28, 3584, 28, 4, 18944)
+    assert shape.kv_hidden == 512 and "4 key-value heads" in shape.describe()
+    # the narrower key-value projections make the same schedule a smaller share of the prefill than without GQA
+    mha = replace(shape, kv_heads=None)
+    himap = PruningConfig.from_args("himap")
+    assert formula_flops_ratio(himap, shape) < formula_flops_ratio(himap, mha)
+
+
+def test_counted_flops_of_a_grouped_query_decoder_are_the_formulas() -> None:
+    """The tiny shape with 4 query heads sharing 2 key-value heads (as Qwen2.5-VL-7B's 28 share 4): the counter's
+    decoder FLOPs are 2 per multiply-accumulate of the formula with the narrower key-value width, pruned or not."""
+    shape = replace(LLAVA_SHAPES["tiny"], kv_heads=2)
+    assert shape.kv_hidden == shape.hidden // 2
+    model = build_random_llava(shape)
+    for config in (PruningConfig(), PruningConfig.from_args("himap")):
+        counted = count_prefill(model, shape, prompt_inputs(shape, 1), config)
+        prompt = PREFIX_TOKENS + shape.num_image_tokens + TEXT_TOKENS
+        formula = prefill_cost(counted["tokens_per_layer"], shape.hidden, shape.intermediate, "swiglu", prompt, 32)
+        assert counted["flops_decoder_layers"] == 2 * formula.flops
 
 
 def test_schedules_show_in_the_token_counts(bench) -> None:

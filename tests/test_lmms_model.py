@@ -44,10 +44,10 @@ def requests(request_type: str = "generate_until", arguments=None) -> list[Insta
     ]
 
 
-def test_models_command_lists_himap_llava() -> None:
+def test_models_command_lists_the_himap_models() -> None:
     listing = subprocess.run([str(LMMS_EVAL), "models"], capture_output=True, text=True, timeout=300, check=True)
     rows = {line.split()[0]: line.split()[1] for line in listing.stdout.splitlines() if line.startswith("himap")}
-    assert rows == {"himap_llava": "simple"}
+    assert rows == {"himap_llava": "simple", "himap_qwen2_5_vl": "simple"}
 
 
 def test_entry_point_resolves_to_the_adapter() -> None:

@@ -82,6 +82,17 @@ def test_the_bundled_model_is_found_from_any_directory(tmp_path: Path, monkeypat
     assert presets.resolve_model("llava-1.5-7b")[1]["pretrained"] == "llava-hf/llava-1.5-7b-hf"  # a hub id stays
 
 
+def test_the_qwen_preset_and_checkpoints_run_through_their_own_lmms_eval_model(tmp_path: Path) -> None:
+    name, args = presets.resolve_model("qwen2.5-vl-7b")
+    assert args == {"pretrained": "Qwen/Qwen2.5-VL-7B-Instruct", "dtype": "bfloat16"}  # `model` is no model_arg
+    plan = sweep.SweepPlan("qwen2.5-vl-7b", ("vanilla",), (TASK,))
+    command = sweep.lmms_eval_command(plan, Path("/tmp/run"), "method=none")
+    assert command[command.index("--model") + 1] == "himap_qwen2_5_vl"
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2_5_vl"}')
+    assert presets.model_backend(str(tmp_path)) == "himap_qwen2_5_vl"
+    assert presets.model_backend("testbed") == "himap_llava"
+
+
 def test_several_cpu_processes_use_accelerates_multi_process_mode() -> None:
     plan = sweep.SweepPlan("testbed", ("vanilla",), (TASK,), num_processes=2, cpu=True, threads=1)
     command = sweep.lmms_eval_command(plan, Path("/tmp/run"), "method=none")

@@ -63,7 +63,9 @@ def formula_flops_ratio(config: PruningConfig, shape: LlavaShape, convention: Co
     schedule alone."""
     text, image = PREFIX_TOKENS + TEXT_TOKENS, shape.num_image_tokens
     tokens = [text + n for n in config.image_tokens_per_layer(image, shape.layers)]
-    return prefill_cost(tokens, shape.hidden, shape.intermediate, convention, prompt_tokens=text + image).flops_ratio
+    return prefill_cost(
+        tokens, shape.hidden, shape.intermediate, convention, prompt_tokens=text + image, kv_hidden=shape.kv_hidden
+    ).flops_ratio
 
 
 def wants_fastv_partner(config: PruningConfig) -> bool:

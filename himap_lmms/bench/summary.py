@@ -38,7 +38,10 @@ def summarise_batch(
     rows = {}
     for name, measured in counted.items():
         tokens = measured["tokens_per_layer"]
-        formula = {c: prefill_cost(tokens, shape.hidden, shape.intermediate, c, prompt) for c in ("fastv", "swiglu")}
+        formula = {
+            c: prefill_cost(tokens, shape.hidden, shape.intermediate, c, prompt, shape.kv_hidden)
+            for c in ("fastv", "swiglu")
+        }
         counted_ratio = measured["flops_decoder_layers"] / vanilla_counted["flops_decoder_layers"]
         whole_ratio = measured["flops_whole_prefill"] / vanilla_counted["flops_whole_prefill"]
         runs, profiles = timed[name], profiled[name]

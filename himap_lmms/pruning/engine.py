@@ -1,8 +1,10 @@
 """The pruned LLaVA forward: a decoder loop that drops image tokens between layers.
 
-:class:`PrunedLlava` wraps a transformers ``LlavaForConditionalGeneration`` (or ``LlavaNext...``) without
-changing it. Its prefill is the loop of transformers' ``LlamaModel.forward`` (hidden states, rotary position
-embeddings, mask, KV cache, one call per decoder layer) with one addition: before a pruning layer, image
+:class:`PrunedLlava` wraps a transformers ``LlavaForConditionalGeneration`` (or ``LlavaNext...``, or
+``Qwen2_5_VLForConditionalGeneration``) without changing it; how a family merges its images into the prompt and
+numbers its positions is its object in :mod:`himap_lmms.model_families`, so the loop below is the same for all.
+Its prefill is the loop of transformers' ``LlamaModel.forward`` (hidden states, rotary position embeddings,
+mask, KV cache, one call per decoder layer) with one addition: before a pruning layer, image
 tokens are scored from the previous layer's attention (:mod:`himap_lmms.pruning.scoring`) and the sequence is
 compacted to the kept tokens. Kept tokens stay in order and keep their position ids (RoPE sees the positions
 the unpruned model would), unless the step renumbers them 0..n'-1 as PyramidDrop's and VisionZip's authors do;
@@ -38,16 +40,16 @@ from torch.profiler import record_function
 from transformers import DynamicCache, PretrainedConfig, PreTrainedModel
 
 from himap_lmms.compat import call_decoder_layer, check_decoder_cache, image_token_id, new_cache
-from himap_lmms.cost import Convention, PrefillCost, prefill_cost
+from himap_lmms.cost import Convention, PrefillCost, kv_hidden_of, prefill_cost
 from himap_lmms.llava_forward import (
     additive_mask,
     causal_allowed,
     check_attention,
-    embed_multimodal,
     language_model_of,
     last_token_logits,
     position_ids_of,
 )
+from himap_lmms.model_families import family_of
 from himap_lmms.pruning.config import PruningConfig
 from himap_lmms.pruning.registry import ScoreContext, method_spec
 from himap_lmms.pruning.scoring import COMPACT_LABEL, SCORE_LABEL, TOP_K_LABEL, select_top
@@ -75,7 +77,8 @@ class PrefillStats:
     kept: list[list[torch.Tensor]] = field(default_factory=list)
 
     def costs(self, text_config: PretrainedConfig, convention: Convention = "fastv") -> list[PrefillCost]:
-        """Each sample's prefill cost (:mod:`himap_lmms.cost`) from the token counts its layers really saw."""
+        """Each sample's prefill cost (:mod:`himap_lmms.cost`) from the token counts its layers really saw, with the
+        decoder's key-value width (grouped-query attention: Qwen2.5-VL)."""
         return [
             prefill_cost(
                 tokens.tolist(),
@@ -83,6 +86,7 @@ class PrefillStats:
                 text_config.intermediate_size,
                 convention,
                 prompt_tokens=int(prompt),
+                kv_hidden=kv_hidden_of(text_config),
             )
             for tokens, prompt in zip(self.tokens_per_layer, self.prompt_tokens)
         ]
@@ -94,7 +98,8 @@ class DecodeState:
 
     A segment is a run of layers that share one sequence (the layers between two pruning steps). Its keys
     are tracked only when it has padding; otherwise every decoding step attends to all of them, mask-free.
-    ``position`` is the last position id of the unpruned prompt; a segment after a step that renumbered the
+    ``position`` is the last position id of the unpruned prompt (its three components on Qwen2.5-VL, from the
+    model's ``rope_deltas``: :mod:`himap_lmms.model_families`); a segment after a step that renumbered the
     kept tokens (PyramidDrop, VisionZip) sees new tokens ``segment_shift`` positions earlier (``(batch, 1)``,
     None: no shift), so that they follow on from its own numbering.
     """
@@ -143,6 +148,7 @@ class PrunedLlava:
                 "sequence positions the edit's (query, key) mask refers to"
             )
         self.model = model
+        self.family = family_of(model)  # input merge and position ids (himap_lmms.model_families)
         self.language_model = language_model_of(model)
         self.config = config.for_depth(len(self.language_model.layers))
         self.attention_edit = attention_edit
@@ -159,6 +165,7 @@ class PrunedLlava:
                         f"method={config.method} has a step scored by {step.score!r} but its MethodSpec declares "
                         f"no rule for it (scores: {', '.join(self.spec.scores) or 'none'})"
                     )
+        self.family.check(model, self.config)
         # SDPA applies the causal mask itself when given none; eager attention only adds the mask it is given.
         self._explicit_causal_mask = self.language_model.config._attn_implementation == "eager"
         self.image_token_id = image_token_id(model.config)
@@ -170,8 +177,12 @@ class PrunedLlava:
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, DecodeState, PrefillStats]:
-        """Run the prompt through every layer, pruning on the way. Returns last-position logits (``logits_dtype``)."""
+        """Run the prompt through every layer, pruning on the way. Returns last-position logits (``logits_dtype``).
+
+        ``image_sizes`` is LLaVA-NeXT's, ``image_grid_thw`` Qwen2.5-VL's (each family refuses the other's).
+        """
         lm = self.language_model
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -182,9 +193,9 @@ class PrunedLlava:
         if self.spec.embed is not None:
             hidden, chosen = self.spec.embed(self.model, input_ids, pixel_values, image_sizes, self.config.steps[0])
         else:
-            hidden = embed_multimodal(self.model, input_ids, pixel_values, image_sizes)
+            hidden = self.family.embed(self.model, input_ids, pixel_values, image_sizes, image_grid_thw)
         batch, length = input_ids.shape
-        position_ids = position_ids_of(valid)
+        position_ids, last_position = self.family.positions(self.model, input_ids, valid, image_grid_thw)
         is_image = (input_ids == self.image_token_id) & valid
         is_text = _after_last(is_image) & valid
         source = torch.arange(length, device=input_ids.device).expand(batch, length)
@@ -192,7 +203,7 @@ class PrunedLlava:
         steps = {step.layer: step for step in self.config.steps}
 
         cache = new_cache(lm.config)
-        state = DecodeState(cache=cache, segment_of_layer=[], segment_valid=[], position=position_ids[:, -1:])
+        state = DecodeState(cache=cache, segment_of_layer=[], segment_valid=[], position=last_position)
         prompt_tokens = valid.sum(dim=1)
         segment_tokens, kept = [], []
         shift = None  # how far a renumbering step moved the last position back (None: not at all)
@@ -216,7 +227,7 @@ class PrunedLlava:
                     order = _compact_order(keep)
                     hidden = hidden.gather(1, order[..., None].expand(-1, -1, hidden.shape[-1]))
                     position_ids, is_image, is_text, source = (
-                        t.gather(1, order) for t in (position_ids, is_image, is_text, source)
+                        _gather_columns(t, order) for t in (position_ids, is_image, is_text, source)
                     )
                     valid = keep.gather(1, order)
                     is_image, is_text = is_image & valid, is_text & valid
@@ -287,6 +298,7 @@ class PrunedLlava:
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
         *,
         max_new_tokens: int = 32,
         eos_token_id: int | list[int] | None = None,
@@ -309,7 +321,7 @@ class PrunedLlava:
         eos = eos.to(input_ids.device)
         pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos.numel() else 0)
         start = _now(input_ids.device)
-        logits, state, stats = self.prefill(input_ids, attention_mask, pixel_values, image_sizes)
+        logits, state, stats = self.prefill(input_ids, attention_mask, pixel_values, image_sizes, image_grid_thw)
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         new_tokens, step_logits = [], []
         prefill_seconds = 0.0
@@ -385,6 +397,11 @@ def _after_last(is_image: torch.Tensor) -> torch.Tensor:
     positions = torch.arange(length, device=is_image.device)
     last = torch.where(is_image, positions, -1).amax(dim=1)
     return positions[None, :] > last[:, None]
+
+
+def _gather_columns(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``values`` (``(..., batch, n)``: position ids may have a component dimension first) at the columns ``order``."""
+    return values.gather(-1, order.expand(*values.shape[:-2], *order.shape))
 
 
 def _compact_order(keep: torch.Tensor) -> torch.Tensor:

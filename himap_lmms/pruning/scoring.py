@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
+from himap_lmms.compat import per_token_rotary
 from himap_lmms.pruning.registry import ScoreContext
 
 # The profiler labels of a pruning step's three parts, in the engine's loop (and, for the score, VisionZip's
@@ -59,7 +60,7 @@ def attention_rows(
     rows, valid, layer_input = rows.to(device), valid.to(device), layer_input.to(device)
     hidden = layer.input_layernorm(layer_input[:, rows])
     query = attn.q_proj(hidden).view(batch, rows.numel(), -1, attn.head_dim).transpose(1, 2)
-    cos, sin = (t.to(device)[:, rows] for t in position_embeddings)
+    cos, sin = (t.to(device)[:, rows] for t in per_token_rotary(position_embeddings, attn))
     query, _ = apply_rotary_pos_emb(query, query, cos, sin)
     keys = repeat_kv(keys, attn.num_key_value_groups)
     logits = torch.matmul(query.float(), keys.float().transpose(-1, -2)) * attn.scaling

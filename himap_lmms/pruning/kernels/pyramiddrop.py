@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
+from himap_lmms.compat import per_token_rotary
 from himap_lmms.pruning.registry import ScoreContext
 
 
@@ -45,7 +46,7 @@ def next_layer_last_token_scores(
     normed = layer.input_layernorm(hidden.to(device))
     query = attn.q_proj(normed[:, -1:]).view(batch, 1, -1, attn.head_dim).transpose(1, 2)
     keys = attn.k_proj(normed).view(batch, n, -1, attn.head_dim).transpose(1, 2)
-    cos, sin = (t.to(device) for t in position_embeddings)
+    cos, sin = (t.to(device) for t in per_token_rotary(position_embeddings, attn))
     query, _ = apply_rotary_pos_emb(query, query, cos[:, -1:], sin[:, -1:])
     _, keys = apply_rotary_pos_emb(keys, keys, cos, sin)
     keys = repeat_kv(keys, attn.num_key_value_groups)
