@@ -145,14 +145,20 @@ def image_token_id(config: PretrainedConfig) -> int:
 
 
 def image_features_per_image(
-    model: PreTrainedModel, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None = None
+    model: PreTrainedModel,
+    pixel_values: torch.Tensor,
+    image_sizes: torch.Tensor | None = None,
+    batch_num_images: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
-    """One ``(tokens, hidden)`` tensor per image: its projected features (LLaVA-NeXT: its tiles packed, with
-    their newline tokens), in reading order.
+    """One ``(tokens, hidden)`` tensor per image: its projected features (LLaVA-NeXT and LLaVA-OneVision: its tiles
+    packed, with their newline tokens), in reading order.
 
     `get_image_features` returns an output object whose `pooler_output` holds them from 5.0, a list (one tensor
-    per image) in 4.53-4.57, a tensor before. LLaVA-NeXT packs its tiles and appends `image_newline` inside
-    `get_image_features` from 4.53; before, its `forward` did that, so it is done here.
+    per image) in 4.53-4.57, a tensor before. LLaVA-NeXT and LLaVA-OneVision pack their tiles and append
+    `image_newline` inside `get_image_features` from 4.53; before, their `forward` did that (into one tensor, with
+    each image's length), so it is done here.
+    ``batch_num_images`` (LLaVA-OneVision's processor returns it from the release that stopped tiling the images of
+    multi-image prompts, which its model then takes too) is passed on only when given.
     """
     owner = llava_model_of(model)
     config = model.config
@@ -160,28 +166,38 @@ def image_features_per_image(
         "vision_feature_layer": config.vision_feature_layer,
         "vision_feature_select_strategy": config.vision_feature_select_strategy,
     }
-    next_tiles = config.model_type == "llava_next"
-    if next_tiles:
+    tiled = config.model_type in ("llava_next", "llava_onevision")
+    if tiled:
         selection["image_sizes"] = image_sizes
+    if batch_num_images is not None:
+        selection["batch_num_images"] = batch_num_images
     if _from(5, 0):
         features = owner.get_image_features(pixel_values=pixel_values, return_dict=True, **selection).pooler_output
     else:
         features = owner.get_image_features(pixel_values=pixel_values, **selection)
-    if next_tiles and not _from(4, 53):
-        features, _ = owner.pack_image_features(
-            features,
-            image_sizes,
-            vision_feature_select_strategy=config.vision_feature_select_strategy,
-            image_newline=owner.image_newline,
-        )
+    if tiled and not _from(4, 53):  # packed into one tensor: split back per image
+        newline = owner.image_newline
+        packed, lengths = owner.pack_image_features(features, image_sizes, image_newline=newline, **_packing(config))
+        features = packed.split(lengths.tolist())
     return [f.reshape(-1, f.shape[-1]) for f in features]
 
 
+def _packing(config: PretrainedConfig) -> dict[str, str]:
+    """`pack_image_features`'s own arguments before 4.53: LLaVA-NeXT's feature selection, LLaVA-OneVision's
+    `vision_aspect_ratio` (how many tiles' worth of features it keeps before downsampling them)."""
+    if config.model_type == "llava_onevision":
+        return {"vision_aspect_ratio": config.vision_aspect_ratio}
+    return {"vision_feature_select_strategy": config.vision_feature_select_strategy}
+
+
 def image_features(
-    model: PreTrainedModel, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None = None
+    model: PreTrainedModel,
+    pixel_values: torch.Tensor,
+    image_sizes: torch.Tensor | None = None,
+    batch_num_images: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``(image tokens, hidden)``: the projected features of every image, in reading order."""
-    return torch.cat(image_features_per_image(model, pixel_values, image_sizes), dim=0)
+    return torch.cat(image_features_per_image(model, pixel_values, image_sizes, batch_num_images), dim=0)
 
 
 def qwen2_5_vl_image_features(

@@ -31,12 +31,13 @@ def embed_multimodal(
     input_ids: torch.Tensor,
     pixel_values: torch.Tensor | None = None,
     image_sizes: torch.Tensor | None = None,
+    batch_num_images: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Token embeddings with the projected image features written over the image placeholders."""
     embeds = model.get_input_embeddings()(input_ids)
     if pixel_values is None or pixel_values.numel() == 0:
         return embeds
-    features = image_features(model, pixel_values.to(embeds.dtype), image_sizes)
+    features = image_features(model, pixel_values.to(embeds.dtype), image_sizes, batch_num_images)
     return write_image_features(model, input_ids, embeds, features)
 
 

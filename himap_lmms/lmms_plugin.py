@@ -1,5 +1,5 @@
-"""Registration of ``himap_llava`` and ``himap_qwen2_5_vl`` with stock lmms-eval through the ``lmms_eval.models``
-entry-point group.
+"""Registration of ``himap_llava``, ``himap_llava_onevision`` and ``himap_qwen2_5_vl`` with stock lmms-eval through
+the ``lmms_eval.models`` entry-point group.
 
 lmms-eval calls a manifest function while it builds its model registry, so this module stays light: it names
 each class by path and lmms-eval imports the class's module only when the model is used.
@@ -26,3 +26,7 @@ def himap_llava_manifest() -> ModelManifest:
 
 def himap_qwen2_5_vl_manifest() -> ModelManifest:
     return _manifest("himap_qwen2_5_vl", "himap_lmms.lmms_qwen2_5_vl.HimapQwen2_5_VL")
+
+
+def himap_llava_onevision_manifest() -> ModelManifest:
+    return _manifest("himap_llava_onevision", "himap_lmms.lmms_llava_onevision.HimapLlavaOnevision")

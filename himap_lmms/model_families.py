@@ -4,8 +4,8 @@ The engine's loop (:mod:`himap_lmms.pruning.engine`) is the same for every famil
 prompt becomes embeddings and position ids, and where decoding continues after it. :func:`family_of` picks one
 from the model's ``model_type``, so the engine never tests the family itself.
 
-- LLaVA-1.5 / LLaVA-NeXT (:class:`LlavaFamily`): one position per token, counted over the real (non-padding)
-  tokens as transformers' ``generate`` counts them; decoding goes on from the last prompt position.
+- LLaVA-1.5 / LLaVA-NeXT / LLaVA-OneVision (:class:`LlavaFamily`): one position per token, counted over the real
+  (non-padding) tokens as transformers' ``generate`` counts them; decoding goes on from the last prompt position.
 - Qwen2.5-VL (:class:`Qwen2_5_VLFamily`): three position components per token (temporal, height, width) from
   the model's own ``get_rope_index``, so an image's merged 2 x 2 patches sit on a grid and the text after it
   starts past the grid's largest side; decoding goes on from the model's own ``rope_deltas``. Pruning keeps each
@@ -26,7 +26,8 @@ from himap_lmms.pruning.config import PruningConfig
 
 
 class LlavaFamily:
-    """LLaVA-1.5 and LLaVA-NeXT: transformers' LLaVA input merge and 1-D positions over the real tokens."""
+    """LLaVA-1.5, LLaVA-NeXT and LLaVA-OneVision: transformers' LLaVA input merge (OneVision's with its
+    processor's ``batch_num_images``) and 1-D positions over the real tokens."""
 
     def check(self, model: PreTrainedModel, config: PruningConfig) -> None:
         """Every method runs on LLaVA (a method's own ``check`` may still refuse a checkpoint)."""
@@ -38,10 +39,11 @@ class LlavaFamily:
         pixel_values: torch.Tensor | None,
         image_sizes: torch.Tensor | None,
         image_grid_thw: torch.Tensor | None,
+        batch_num_images: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if image_grid_thw is not None:
             raise ValueError(f"image_grid_thw is Qwen2.5-VL's; {type(model).__name__} takes image_sizes")
-        return embed_multimodal(model, input_ids, pixel_values, image_sizes)
+        return embed_multimodal(model, input_ids, pixel_values, image_sizes, batch_num_images)
 
     def positions(
         self,
@@ -97,9 +99,11 @@ class Qwen2_5_VLFamily:
         pixel_values: torch.Tensor | None,
         image_sizes: torch.Tensor | None,
         image_grid_thw: torch.Tensor | None,
+        batch_num_images: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if image_sizes is not None:
-            raise ValueError(f"image_sizes is LLaVA-NeXT's; {self.name} takes image_grid_thw")
+        if image_sizes is not None or batch_num_images is not None:
+            given = "image_sizes" if image_sizes is not None else "batch_num_images"
+            raise ValueError(f"{given} is LLaVA-NeXT's or LLaVA-OneVision's; {self.name} takes image_grid_thw")
         embeds = model.get_input_embeddings()(input_ids)
         if pixel_values is None or pixel_values.numel() == 0:
             return embeds

@@ -1,4 +1,5 @@
-"""LLaVA-1.5 shapes and the one builder of their configs; random-weight models and prompts for cost benchmarks.
+"""LLaVA-1.5 shapes and the one builder of their configs; random-weight models and prompts for cost benchmarks;
+LLaVA-OneVision's 7B shape (:data:`ONEVISION_SHAPES`, :func:`onevision_config`).
 
 Every LLaVA this repo makes from scratch is a :class:`LlavaShape` turned into a config by :func:`llava_config`:
 the benchmark's random-weight 7B/13B/scaled shapes (:data:`LLAVA_SHAPES`) and the small checkpoints of
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaOnevisionConfig
 
 from himap_lmms.compat import dtype_argument
 
@@ -183,3 +184,66 @@ def prompt_inputs(
         "attention_mask": torch.ones_like(input_ids).to(device),
         "pixel_values": pixel_values.to(device, dtype),
     }
+
+
+@dataclass(frozen=True)
+class OnevisionShape:
+    """The sizes that decide a LLaVA-OneVision's cost: a Qwen2 decoder with grouped-query attention (``kv_heads``
+    key-value heads) and a SigLIP tower without a class token, every one of whose ``(image_size / patch_size)^2``
+    patches is an image token of each AnyRes tile."""
+
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    vision_intermediate: int
+    vocab: int
+    image_token_id: int
+    image_size: int = 384
+    patch_size: int = 14
+
+    @property
+    def tokens_per_tile(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+# llava-hf/llava-onevision-qwen2-7b-ov-hf: Qwen2-7B's decoder; SigLIP-so400m at 384 px, stored with 26 of its 27
+# layers (the last is never read: transformers' LlavaOnevisionConfig defaults, configuration_llava_onevision.py).
+ONEVISION_SHAPES: dict[str, OnevisionShape] = {
+    "onevision-7b": OnevisionShape(
+        "onevision-7b", hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vision_hidden=1152,
+        vision_layers=26, vision_heads=16, vision_intermediate=4304, vocab=152128, image_token_id=151646,
+    ),
+}  # fmt: skip
+
+
+def onevision_config(shape: OnevisionShape) -> LlavaOnevisionConfig:
+    """A LLaVA-OneVision config of ``shape``: the last SigLIP layer's patches, all of them (no class token)."""
+    return LlavaOnevisionConfig(
+        text_config={
+            "model_type": "qwen2",
+            "hidden_size": shape.hidden,
+            "num_hidden_layers": shape.layers,
+            "num_attention_heads": shape.heads,
+            "num_key_value_heads": shape.kv_heads,
+            "intermediate_size": shape.intermediate,
+            "vocab_size": shape.vocab,
+        },
+        vision_config={
+            "model_type": "siglip_vision_model",
+            "hidden_size": shape.vision_hidden,
+            "num_hidden_layers": shape.vision_layers,
+            "num_attention_heads": shape.vision_heads,
+            "intermediate_size": shape.vision_intermediate,
+            "image_size": shape.image_size,
+            "patch_size": shape.patch_size,
+        },
+        image_token_index=shape.image_token_id,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+    )

@@ -20,7 +20,12 @@ CONFIGS = REPO / "configs"
 MODEL_PRESETS = CONFIGS / "models.yaml"
 METHOD_PRESETS = CONFIGS / "methods.yaml"
 # The lmms-eval model that runs a checkpoint, by its config's model_type; a model preset may name it as `model`.
-BACKENDS = {"llava": "himap_llava", "llava_next": "himap_llava", "qwen2_5_vl": "himap_qwen2_5_vl"}
+BACKENDS = {
+    "llava": "himap_llava",
+    "llava_next": "himap_llava",
+    "llava_onevision": "himap_llava_onevision",
+    "qwen2_5_vl": "himap_qwen2_5_vl",
+}
 DEFAULT_BACKEND = "himap_llava"
 BACKEND_KEY = "model"
 

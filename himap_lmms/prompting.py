@@ -36,3 +36,16 @@ def chat_prompt(
         tokenize=False,
         add_generation_prompt=True,
     )
+
+
+def content_parts_prompt(
+    tokenizer: PreTrainedTokenizerBase, content: str, num_images: int, chat_template: str | None = None
+) -> str:
+    """:func:`chat_prompt` with the user turn as content parts (one image part per image, then the text), the
+    message format of chat-class models: LLaVA-OneVision's and Qwen's ChatML templates render an image part as their
+    own placeholder and may not render a string content at all. Text that already places ``<image>`` gets no parts."""
+    images = 0 if IMAGE_TOKEN in content else num_images
+    parts = [{"type": "image"}] * images + [{"type": "text", "text": content}]
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": parts}], chat_template=chat_template, tokenize=False, add_generation_prompt=True
+    )

@@ -27,11 +27,6 @@ from transformers import (
     LlavaOnevisionProcessor,
     LlavaOnevisionVideoProcessor,
     PreTrainedTokenizerFast,
-    Qwen2_5_VLConfig,
-    Qwen2_5_VLForConditionalGeneration,
-    Qwen2_5_VLProcessor,
-    Qwen2VLImageProcessor,
-    Qwen2VLVideoProcessor,
 )
 
 from himap_lmms.prompting import SYSTEM_PROMPT
@@ -115,6 +110,15 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, corpus: Iterable[str] = (), layer
     """Write a random Qwen2.5-VL (two-block windowed ViT with 2 x 2 merge, Qwen2 decoder, 3-component rotary
     positions) with its tokenizer and processor to ``out_dir``. Images of 56 to 224 px a side give 4 to 64 image
     tokens each."""
+    # Qwen2.5-VL's classes arrived in 4.49: imported here so that LLaVA-OneVision's builder also runs on 4.48.
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
     tokenizer = build_bytelevel_tokenizer(corpus, 400, QWEN_VISION_TOKENS, chatml_template(_qwen_image()))
     image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=224 * 224, patch_size=14, merge_size=2)
     processor = Qwen2_5_VLProcessor(
@@ -185,8 +189,9 @@ def build_tiny_llava_onevision(
             "image_size": ONEVISION_TILE,
             "patch_size": 14,
         },
-        image_token_id=token_id(ONEVISION_VISION_TOKENS["image_token"]),
-        video_token_id=token_id(ONEVISION_VISION_TOKENS["video_token"]),
+        # `..._index`, the field on every version: `image_token_id` is only a later alias of it (4.48 ignores it)
+        image_token_index=token_id(ONEVISION_VISION_TOKENS["image_token"]),
+        video_token_index=token_id(ONEVISION_VISION_TOKENS["video_token"]),
         image_grid_pinpoints=ONEVISION_PINPOINTS,
         vision_feature_layer=-1,
         vision_feature_select_strategy="full",

@@ -145,19 +145,20 @@ def model64(tiny_llava_dir: Path) -> LlavaForConditionalGeneration:
     return LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, **dtype_argument(torch.float64)).eval()
 
 
-def load_model(tiny_llava_dir: Path, target: EngineTarget, attention: str) -> LlavaForConditionalGeneration:
-    model = LlavaForConditionalGeneration.from_pretrained(
-        tiny_llava_dir, **dtype_argument(target.dtype), attn_implementation=attention
-    )
+def load_model(
+    tiny_llava_dir: Path, target: EngineTarget, attention: str, model_class: type = LlavaForConditionalGeneration
+) -> LlavaForConditionalGeneration:
+    model = model_class.from_pretrained(tiny_llava_dir, **dtype_argument(target.dtype), attn_implementation=attention)
     return model.to(target.device).eval()
 
 
 def sdpa_and_eager(
-    directory: Path, dtype: torch.dtype = torch.float64
+    directory: Path, dtype: torch.dtype = torch.float64, model_class: type = LlavaForConditionalGeneration
 ) -> tuple[LlavaForConditionalGeneration, LlavaForConditionalGeneration]:
-    """The checkpoint twice on the CPU in ``dtype``: with SDPA for the engine, eager for a slow reference."""
+    """The checkpoint (of ``model_class``) twice on the CPU in ``dtype``: with SDPA for the engine, eager for a
+    slow reference."""
     target = EngineTarget(torch.device("cpu"), dtype, "sdpa")
-    return load_model(directory, target, "sdpa"), load_model(directory, target, "eager")
+    return load_model(directory, target, "sdpa", model_class), load_model(directory, target, "eager", model_class)
 
 
 @pytest.fixture(scope="session")

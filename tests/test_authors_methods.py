@@ -89,7 +89,9 @@ def llava_input(model, inputs: dict, generated: torch.Tensor, image_features: to
     embed = model.get_input_embeddings()
     with torch.no_grad():
         if image_features is None:
-            image_features = image_features_per_image(model, inputs["pixel_values"])[0]
+            image_features = image_features_per_image(
+                model, inputs["pixel_values"], inputs.get("image_sizes"), inputs.get("batch_num_images")
+            )[0]
         pieces = [embed(ids[:start]), image_features, embed(ids[start + length :]), embed(generated)]
     return torch.cat(pieces)[None]
 

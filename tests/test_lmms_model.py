@@ -15,6 +15,7 @@ from lmms_eval.models.model_utils.gen_metrics import get_logged_metrics_history,
 from transformers import LlavaForConditionalGeneration
 
 from himap_lmms.compat import dtype_argument
+from himap_lmms.lmms_llava_onevision import HimapLlavaOnevision
 from himap_lmms.lmms_model import HimapLlava
 
 pytestmark = pytest.mark.transformers_matrix  # the adapter's and LLaVA-NeXT's tests, on every version
@@ -47,13 +48,14 @@ def requests(request_type: str = "generate_until", arguments=None) -> list[Insta
 def test_models_command_lists_the_himap_models() -> None:
     listing = subprocess.run([str(LMMS_EVAL), "models"], capture_output=True, text=True, timeout=300, check=True)
     rows = {line.split()[0]: line.split()[1] for line in listing.stdout.splitlines() if line.startswith("himap")}
-    assert rows == {"himap_llava": "simple", "himap_qwen2_5_vl": "simple"}
+    assert rows == {"himap_llava": "simple", "himap_llava_onevision": "simple", "himap_qwen2_5_vl": "simple"}
 
 
-def test_entry_point_resolves_to_the_adapter() -> None:
+def test_entry_points_resolve_to_the_adapters() -> None:
     from lmms_eval.models import get_model
 
     assert get_model("himap_llava") is HimapLlava
+    assert get_model("himap_llava_onevision") is HimapLlavaOnevision
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,10 @@
 """The pruned LLaVA forward: a decoder loop that drops image tokens between layers.
 
-:class:`PrunedLlava` wraps a transformers ``LlavaForConditionalGeneration`` (or ``LlavaNext...``, or
-``Qwen2_5_VLForConditionalGeneration``) without changing it; how a family merges its images into the prompt and
-numbers its positions is its object in :mod:`himap_lmms.model_families`, so the loop below is the same for all.
-Its prefill is the loop of transformers' ``LlamaModel.forward`` (hidden states, rotary position embeddings,
-mask, KV cache, one call per decoder layer) with one addition: before a pruning layer, image
+:class:`PrunedLlava` wraps a transformers ``LlavaForConditionalGeneration`` (or ``LlavaNext...``,
+``LlavaOnevision...``, ``Qwen2_5_VLForConditionalGeneration``) without changing it; how a family merges its
+images into the prompt and numbers its positions is its object in :mod:`himap_lmms.model_families`, so the loop
+below is the same for all. Its prefill is the loop of transformers' ``LlamaModel.forward`` (hidden states, rotary
+position embeddings, mask, KV cache, one call per decoder layer) with one addition: before a pruning layer, image
 tokens are scored from the previous layer's attention (:mod:`himap_lmms.pruning.scoring`) and the sequence is
 compacted to the kept tokens. Kept tokens stay in order and keep their position ids (RoPE sees the positions
 the unpruned model would), unless the step renumbers them 0..n'-1 as PyramidDrop's and VisionZip's authors do;
@@ -78,7 +78,7 @@ class PrefillStats:
 
     def costs(self, text_config: PretrainedConfig, convention: Convention = "fastv") -> list[PrefillCost]:
         """Each sample's prefill cost (:mod:`himap_lmms.cost`) from the token counts its layers really saw, with the
-        decoder's key-value width (grouped-query attention: Qwen2.5-VL)."""
+        decoder's key-value width (grouped-query attention: Qwen2.5-VL, LLaVA-OneVision)."""
         return [
             prefill_cost(
                 tokens.tolist(),
@@ -178,10 +178,13 @@ class PrunedLlava:
         pixel_values: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
         image_grid_thw: torch.Tensor | None = None,
+        batch_num_images: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, DecodeState, PrefillStats]:
         """Run the prompt through every layer, pruning on the way. Returns last-position logits (``logits_dtype``).
 
-        ``image_sizes`` is LLaVA-NeXT's, ``image_grid_thw`` Qwen2.5-VL's (each family refuses the other's).
+        ``image_sizes`` is LLaVA-NeXT's and LLaVA-OneVision's, ``batch_num_images`` LLaVA-OneVision's (its
+        processor's images per prompt: a prompt of several is not tiled), ``image_grid_thw`` Qwen2.5-VL's (each
+        family refuses the others').
         """
         lm = self.language_model
         if attention_mask is None:
@@ -193,7 +196,9 @@ class PrunedLlava:
         if self.spec.embed is not None:
             hidden, chosen = self.spec.embed(self.model, input_ids, pixel_values, image_sizes, self.config.steps[0])
         else:
-            hidden = self.family.embed(self.model, input_ids, pixel_values, image_sizes, image_grid_thw)
+            hidden = self.family.embed(
+                self.model, input_ids, pixel_values, image_sizes, image_grid_thw, batch_num_images
+            )
         batch, length = input_ids.shape
         position_ids, last_position = self.family.positions(self.model, input_ids, valid, image_grid_thw)
         is_image = (input_ids == self.image_token_id) & valid
@@ -299,6 +304,7 @@ class PrunedLlava:
         pixel_values: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
         image_grid_thw: torch.Tensor | None = None,
+        batch_num_images: torch.Tensor | None = None,
         *,
         max_new_tokens: int = 32,
         eos_token_id: int | list[int] | None = None,
@@ -321,7 +327,9 @@ class PrunedLlava:
         eos = eos.to(input_ids.device)
         pad = pad_token_id if pad_token_id is not None else (int(eos[0]) if eos.numel() else 0)
         start = _now(input_ids.device)
-        logits, state, stats = self.prefill(input_ids, attention_mask, pixel_values, image_sizes, image_grid_thw)
+        logits, state, stats = self.prefill(
+            input_ids, attention_mask, pixel_values, image_sizes, image_grid_thw, batch_num_images
+        )
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         new_tokens, step_logits = [], []
         prefill_seconds = 0.0

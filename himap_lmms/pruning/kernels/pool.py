@@ -39,6 +39,11 @@ def check_pool(model: PreTrainedModel) -> None:
     """Pooling needs a square patch grid per tile: LLaVA-1.5 or LLaVA-NeXT reading the patches without the
     class token (``vision_feature_select_strategy='default'``)."""
     config = model.config
+    if config.model_type == "llava_onevision":  # docs/models.md
+        raise ValueError(
+            "method=pool does not run on llava_onevision (LLaVA-OneVision) yet: its packing can downsample a tile "
+            "grid (vision_aspect_ratio), which the per-tile windows of LLaVA-NeXT's pooling do not follow"
+        )
     if config.model_type not in ("llava", "llava_next"):
         raise ValueError(f"method=pool supports llava and llava_next checkpoints, not {config.model_type!r}")
     if config.vision_feature_select_strategy != "default":

@@ -53,6 +53,11 @@ from himap_lmms.pruning.visionzip import VisionZipStep
 def check_visionzip(model: PreTrainedModel) -> None:
     """VisionZip needs a LLaVA-1.5-style model: a CLIP tower (a class token) and one feature layer after it."""
     config = model.config
+    if config.model_type == "llava_onevision":  # docs/models.md: VisionZip's authors ported it to CLIP only
+        raise ValueError(
+            "method=visionzip does not run on llava_onevision (LLaVA-OneVision): its SigLIP tower has no class token "
+            "to rank the patches, and VisionZip's authors give no rule without one (their code patches CLIP only)"
+        )
     if config.model_type != "llava":
         raise ValueError(
             f"method=visionzip supports llava (LLaVA-1.5) checkpoints, not {config.model_type!r}: "
