@@ -42,7 +42,7 @@ BENCH_METHODS = bench_methods(DEFAULT_METHODS, TINY, fastv_pairs=True)
 # The presets that are pruned and not FastV: each has an equal-FLOPs FastV partner, but VisionZip's and pooling's
 # (144 and 64 of 576 tokens from layer 0) cost less on the tiny shape's 12 layers than FastV keeping one token from K=2.
 BEFORE_LAYER_0 = ("visionzip_25", "visionzip_11", "pool_25", "pool_11")
-PAIRED = ("himap_ref", "himap_25", "dart_20", "dart_10", "pdrop", "pdrop_25", *BEFORE_LAYER_0)
+PAIRED = ("himap_ref", "himap_25", "dart_20", "dart_10", "pdrop", "pdrop_25", "pdrop_25_prior", *BEFORE_LAYER_0)
 PAIRED_AT_TINY = PAIRED[: -len(BEFORE_LAYER_0)]
 
 

@@ -33,6 +33,7 @@ DEFAULT_METHODS = (
     "dart_10",
     "pdrop",
     "pdrop_25",
+    "pdrop_25_prior",  # the same counts ranked by the previous layer: what the authors' ranking costs
     "visionzip_25",
     "visionzip_11",
     "pool_25",
