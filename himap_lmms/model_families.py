@@ -65,8 +65,11 @@ class Qwen2_5_VLFamily:
     - steps that renumber the kept tokens 0..n'-1 (PyramidDrop's and VisionZip's authors' rule): on 3-component
       positions "renumbering" has no definition (an image's tokens share temporal ids and repeat height and width
       ids), and neither method's authors ported it to Qwen2.5-VL; ``variant=prior`` keeps the original positions.
-    - DART's authors' selection (``pivot_quota``): it orders its pivots by 1-D prompt positions, which this
-      family does not have; ``variant=prior`` (no positions) runs.
+
+    DART's authors did port their selection to Qwen2-VL (``Qwen2-VL/Qwen2VL_DART/modeling_qwen2_vl_self.py``,
+    ``get_retained_image_token``): it indexes tokens by their place in the prompt, not by rotary position, and
+    keeps each kept token's three position components (``position_ids[:, :, keep_indexs]``), which is what the
+    engine does on this family.
     """
 
     name = "Qwen2.5-VL (Qwen2_5_VLForConditionalGeneration)"
@@ -85,11 +88,6 @@ class Qwen2_5_VLFamily:
                     f"method={config.method} renumbers the kept tokens' positions 0..n'-1, which is undefined for "
                     f"{self.name}'s 3-component rotary positions (no authors' port defines it): use variant=prior, "
                     "which keeps each token's positions"
-                )
-            if step.score == "pivot_quota":
-                raise ValueError(
-                    f"method={config.method} (variant=authors) orders its pivots by 1-D prompt positions, which "
-                    f"{self.name} does not have: use variant=prior"
                 )
 
     def embed(

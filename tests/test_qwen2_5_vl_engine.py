@@ -42,12 +42,13 @@ PROMPT_IMAGES = [[(168, 112)], [(112, 112), (56, 112)]]
 LOGIT_TOLERANCE = {torch.float64: 1e-5, torch.float32: 1e-4}
 # Methods that run on Qwen2.5-VL, as model_args (budgets as ratios: image tokens per prompt vary).
 RUNS = {
-    "fastv": {"k": 2, "ratio": 0.5},
-    "himap": {"k1": 2, "ratio1": 0.5, "k2": 6, "ratio2": 0.25},
-    "random": {"k1": 2, "ratio1": 0.5, "k2": 6, "ratio2": 0.25, "seed": 3},
-    "input": {"ratio": 0.25},
-    "pyramiddrop": {"stages": 3, "variant": "prior"},
-    "dart": {"k": 3, "ratio": 0.25, "pivots": 3, "variant": "prior"},
+    "fastv": {"method": "fastv", "k": 2, "ratio": 0.5},
+    "himap": {"method": "himap", "k1": 2, "ratio1": 0.5, "k2": 6, "ratio2": 0.25},
+    "random": {"method": "random", "k1": 2, "ratio1": 0.5, "k2": 6, "ratio2": 0.25, "seed": 3},
+    "input": {"method": "input", "ratio": 0.25},
+    "pyramiddrop": {"method": "pyramiddrop", "stages": 3, "variant": "prior"},
+    "dart": {"method": "dart", "k": 3, "ratio": 0.5, "image_pivots": 2, "text_pivots": 2},
+    "dart_prior": {"method": "dart", "k": 3, "ratio": 0.25, "pivots": 3, "variant": "prior"},
 }
 
 
@@ -154,6 +155,30 @@ def duplication_scores(hidden: torch.Tensor, keys: torch.Tensor, columns: list[i
     return scores
 
 
+def dart_retained(model, hidden, keys, image: list[int], text: list[int], step) -> list[int]:
+    """DART's selection as its authors' Qwen2-VL port makes it (``get_retained_image_token`` in
+    ``Qwen2-VL/Qwen2VL_DART/modeling_qwen2_vl_self.py``), on one unpadded prompt before any pruning: tokens are
+    named by their prompt index; the image and text pivots are those with the largest L1 norm of their keys
+    (repeated to every query head, all heads side by side); each pivot in the order a Python set gives takes
+    ``int(L * ratio / pivots)`` of the image tokens least cosine-similar to it in the normed hidden states."""
+    lm = language_model_of(model)
+    normed = lm.norm(hidden)[0]
+    groups = lm.layers[0].self_attn.num_key_value_groups
+    l1 = keys[0].repeat_interleave(groups, dim=0).transpose(0, 1).flatten(1).abs().sum(dim=-1)
+    take = int(len(image) * step.ratio / (step.pivots + step.text_pivots))
+    image_pivots = [image[i] for i in l1[image].topk(step.pivots).indices.tolist()]
+    text_pivots = [text[i] for i in l1[text].topk(step.text_pivots).indices.tolist()]
+    chosen = set(image_pivots + text_pivots)
+    left = set(image) - set(image_pivots)
+    for pivot in list(chosen):
+        candidates = list(left)
+        similarity = -torch.nn.functional.cosine_similarity(normed[pivot], normed[candidates], dim=-1)
+        picked = [candidates[i] for i in similarity.topk(take).indices.tolist()]
+        chosen.update(picked)
+        left.difference_update(picked)
+    return sorted(chosen - set(text_pivots))
+
+
 def reference_scores(step, probs: torch.Tensor | None, hidden, keys, index, image: list[int], text: list[int], budget):
     """Each current image token's score (``image``: their prompt indices, ``index``: the sequence's) by the formula
     of ``step.score`` from the head-averaged ``probs`` (``(n, n)``), the hidden states and the keys of the layer
@@ -184,6 +209,9 @@ def reference_kept(model, config: PruningConfig, inputs: dict) -> list[list[int]
             budget = step.budget(sum(token == model.config.image_token_id for token in ids))
             if step.score == "uniform":
                 chosen = torch.linspace(0, len(image) - 1, budget).round().long().tolist()
+            elif step.score == "pivot_quota":  # DART's only step: prompt indices are the sequence's columns
+                retained = set(dart_retained(model, hidden, keys, image, text, step))
+                chosen = [j for j, p in enumerate(image) if p in retained]
             else:
                 probs = attention[0].double().mean(dim=0) if attention is not None else None
                 scores = reference_scores(step, probs, hidden, keys, index, image, text, budget)
@@ -224,10 +252,10 @@ def reference_logits(model, config: PruningConfig, inputs: dict, kept: list[list
 
 
 @runs
-@pytest.mark.parametrize("method", RUNS)
-def test_method_matches_the_slow_reference_alone_and_batched(models, processor, method: str) -> None:
+@pytest.mark.parametrize("run", RUNS)
+def test_method_matches_the_slow_reference_alone_and_batched(models, processor, run: str) -> None:
     model, eager = models
-    config = PruningConfig.from_args(method, **RUNS[method])
+    config = PruningConfig.from_args(**RUNS[run])
     batch = encode(processor, [0, 1], model.dtype)
     together = engine_generate(model, config, batch, 2)
     padding = (batch["attention_mask"] == 0).sum(dim=1).tolist()
@@ -252,7 +280,6 @@ def test_method_matches_the_slow_reference_alone_and_batched(models, processor, 
         ("visionzip", {}),
         ("pool", {}),
         ("pyramiddrop", {"stages": 3}),  # variant=authors renumbers
-        ("dart", {}),  # variant=authors orders its pivots by 1-D positions
     ],
 )
 def test_refused_methods_name_method_and_model(checkpoint: Path, method: str, args: dict) -> None:

@@ -22,18 +22,22 @@ from __future__ import annotations
 import torch
 from transformers.models.llama.modeling_llama import repeat_kv
 
+from himap_lmms.llava_forward import position_ids_of
 from himap_lmms.pruning.registry import ScoreContext
 from himap_lmms.pruning.scoring import select_top
 
 
 def pivot_quota_rule(context: ScoreContext) -> torch.Tensor:
     """The rule of ``pivot_quota`` (``variant=authors``): :func:`pivot_quota_keep` on layer ``layer - 1``'s
-    output after the final norm and its cached keys."""
+    output after the final norm and its cached keys. Tokens are named by their index in the unpadded prompt, as
+    the authors' batch-of-one code names them, on LLaVA (where that is the position id, DART's step being the
+    only one) and on Qwen2.5-VL (whose position ids have three components) alike."""
     c, step = context, context.step
     quota = torch.tensor([step.pivot_quota(int(n)) for n in c.is_image.sum(dim=1)])
     groups = c.language_model.layers[c.layer - 1].self_attn.num_key_value_groups
     return pivot_quota_keep(
-        c.language_model.norm(c.hidden), c.keys(c.layer - 1), c.position_ids, c.is_image, c.is_text, step.pivots,
+        c.language_model.norm(c.hidden), c.keys(c.layer - 1), position_ids_of(c.valid), c.is_image, c.is_text,
+        step.pivots,
         step.text_pivots, quota, groups,
     )  # fmt: skip
 
