@@ -23,6 +23,7 @@ class HimapLlavaOnevision(HimapLlava):
 
     name = "himap_llava_onevision"
     model_classes = {"llava_onevision": LlavaOnevisionForConditionalGeneration}
+    probes = False
 
     def __init__(
         self,

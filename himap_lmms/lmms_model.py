@@ -83,6 +83,7 @@ class HimapLlava(lmms):
     is_simple = True
     name = "himap_llava"  # the lmms-eval model name, in errors
     model_classes = MODEL_CLASSES  # model_type -> the transformers class that loads it
+    probes = True  # the probes rebuild LLaVA's forward: families they are not tested on refuse probe tasks
 
     def __init__(
         self,
@@ -411,6 +412,11 @@ class HimapLlava(lmms):
         """
         from himap_lmms.probes.requests import run_probe_request
 
+        if not self.probes:
+            raise ValueError(
+                f"task {tasks[0]!r} runs the {gen_kwargs['probe']} probe, which supports LLaVA checkpoints "
+                f"(himap_llava), not {self.name}"
+            )
         if self.pruning.method != "none":
             raise ValueError(
                 f"task {tasks[0]!r} runs the {gen_kwargs['probe']} probe, which studies the unpruned model: "

@@ -33,6 +33,7 @@ class HimapQwen2_5_VL(HimapLlava):
 
     name = "himap_qwen2_5_vl"
     model_classes = {"qwen2_5_vl": Qwen2_5_VLForConditionalGeneration}
+    probes = False
 
     def __init__(
         self,
@@ -68,18 +69,3 @@ class HimapQwen2_5_VL(HimapLlava):
         inputs = super()._encode(contexts, visuals, tasks, doc_ids)
         inputs.pop("mm_token_type_ids", None)
         return inputs
-
-    def _run_probes(
-        self,
-        contexts: tuple[str, ...],
-        visuals: list[list[Image.Image]],
-        docs: list[dict],
-        gen_kwargs: dict[str, Any],
-        tasks: tuple[str, ...],
-        doc_ids: tuple[int, ...],
-    ) -> list[str]:
-        """Refused: the probes rebuild LLaVA's forward."""
-        raise ValueError(
-            f"task {tasks[0]!r} runs the {gen_kwargs['probe']} probe, which supports LLaVA checkpoints "
-            f"(himap_llava), not {self.name}"
-        )

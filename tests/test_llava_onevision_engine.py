@@ -288,6 +288,19 @@ def test_adapter_answers_as_transformers_generate(onevision_dir, onevision_proce
         assert answers[b] == onevision_processor.tokenizer.decode(tokens, skip_special_tokens=True)
 
 
+def test_probe_tasks_are_refused_naming_the_model(onevision_dir) -> None:
+    """The probes rebuild LLaVA's forward and are not tested on OneVision: a probe task is an error, not a guess."""
+    adapter = HimapLlavaOnevision(pretrained=str(onevision_dir), device="cpu")
+    image = picture(6, SQUARE)
+    adapter.task_dict = {"toy": {"test": [{"image": image}]}}
+    probe = request(QUESTIONS[0], image, 0)
+    probe.arguments[1]["probe"] = "saliency"
+    with pytest.raises(
+        ValueError, match=r"saliency probe, which supports LLaVA checkpoints .* not himap_llava_onevision"
+    ):
+        adapter.generate_until([probe])
+
+
 def test_adapters_name_the_family_they_load(onevision_dir, tiny_llava_dir) -> None:
     with pytest.raises(ValueError, match=r"is a 'llava_onevision' model; himap_llava supports llava, llava_next"):
         HimapLlava(pretrained=str(onevision_dir), device="cpu")
