@@ -8,9 +8,10 @@ failed run). The steps on a GPU, sized for 8 minutes of one H100/H200-class card
    attention kernel the engine supports (``SUPPORTED_ATTENTION``: SDPA and eager; FlashAttention takes no 4D mask,
    so the engine refuses it, and PyPI has no binary flash-attn wheel to install offline anyway). Judged by the
    JUnit XML: tests ran, none failed, on the device, dtype and kernel asked for.
-2. ``bench-7b``, ``bench-13b``: ``scripts/bench_cost.py`` at the LLaVA-1.5-7B shape (batch 1 and 8) and the 13B
-   shape (batch 1), vanilla, the reference setting and 2/144 8/36, with the reference-style mode. Judged by
-   ``bench.json``: every batch has every method, and the reference style ran.
+2. ``bench-7b``, ``bench-13b``, ``bench-qwen2.5-vl-7b``: ``scripts/bench_cost.py`` at the LLaVA-1.5-7B shape
+   (batch 1 and 8), the 13B shape and the grouped-query decoder of Qwen2.5-VL-7B and LLaVA-OneVision-7B (batch
+   1), vanilla, the reference setting and 2/144 8/36, with the reference-style mode. Judged by ``bench.json``:
+   every batch has every method, and the reference style ran.
 3. ``lmms-<preset>``: ``lmms-eval eval --model himap_llava`` on the bundled testbed and data, vanilla and HiMAP,
    batch 8, on the device. Judged by the results JSON: the task's score and the ``throughput`` block are there.
 
@@ -104,7 +105,7 @@ def bench_steps(out: Path, device: str, dry: bool) -> list[Step]:
         runs = {"tiny": "1"}
         script += ["--repeats", "1", "--warmup", "0", "--new-tokens", "2", "--reference-repeats", "1"]
     else:
-        runs = {"7b": "1,8", "13b": "1"}
+        runs = {"7b": "1,8", "13b": "1", "qwen2.5-vl-7b": "1"}
     steps = []
     for shape, batches in runs.items():
         folder = out / "bench" / shape

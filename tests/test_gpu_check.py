@@ -177,3 +177,15 @@ def test_steps_past_the_budget_are_not_run(tmp_path: Path) -> None:
     slow = gpu_check.Step("slow", [sys.executable, "-c", "import time; time.sleep(30)"], lambda: None, timeout=60)
     row = gpu_check.run_step(slow, tmp_path, seconds_left=1)
     assert (row["passed"], row["problem"]) == (False, "timed out after 1 s")
+
+
+def test_the_gpu_bench_steps_time_llava_and_the_grouped_query_decoder_at_shapes_the_benchmark_knows(tmp_path) -> None:
+    """Not run here (no GPU): the steps' command lines, parsed as bench_cost.py parses them."""
+    from himap_lmms.model_shapes import LLAVA_SHAPES
+
+    steps = gpu_check.bench_steps(tmp_path, "cuda", dry=False)
+    assert [step.name for step in steps] == ["bench-7b", "bench-13b", "bench-qwen2.5-vl-7b"]
+    for step in steps:
+        shape = step.command[step.command.index("--shape") + 1]
+        assert shape in LLAVA_SHAPES and LLAVA_SHAPES[shape].layers >= 28, step.name
+    assert LLAVA_SHAPES["qwen2.5-vl-7b"].kv_heads == 4
