@@ -69,7 +69,7 @@ def test_entry_point_resolves_to_the_adapter() -> None:
         ({"min_pixels": 0}, r"min_pixels=0 must be >= 1"),
         ({"method": "himap", "k2": 12}, r"k2=12 is out of range: the model has 12 decoder layers"),
         ({"method": "visionzip"}, r"method=visionzip supports llava .* not 'qwen2_5_vl'"),
-        ({"method": "dart"}, r"method=dart \(variant=authors\) .* Qwen2\.5-VL"),
+        ({"method": "pyramiddrop", "stages": 3}, r"method=pyramiddrop renumbers .* Qwen2\.5-VL"),
     ],
 )
 def test_bad_model_args_raise_naming_the_argument(checkpoint: Path, model_args: dict, message: str) -> None:
