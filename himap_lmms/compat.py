@@ -261,8 +261,10 @@ def dtype_argument(dtype: torch.dtype | str) -> dict[str, torch.dtype | str]:
 
 
 def without_token_type_ids(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``inputs`` less `token_type_ids`, which generic fast tokenizers return up to 4.57 and generation rejects."""
-    return {name: value for name, value in inputs.items() if name != "token_type_ids"}
+    """``inputs`` less the token type ids the engine does not take: `token_type_ids`, which generic fast
+    tokenizers return up to 4.57 and generation rejects, and Qwen2.5-VL's `mm_token_type_ids` (from 5.x), which
+    the engine builds from the image placeholders itself (:func:`qwen2_5_vl_rope_index`)."""
+    return {name: value for name, value in inputs.items() if name not in ("token_type_ids", "mm_token_type_ids")}
 
 
 def save_model(model: PreTrainedModel, out_dir: str | Path) -> None:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from PIL import Image
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from himap_lmms.lmms_model import PROCESSOR_TEMPLATE, HimapLlava
@@ -57,15 +55,3 @@ class HimapQwen2_5_VL(HimapLlava):
         return self.processor.apply_chat_template(
             [{"role": "user", "content": content}], chat_template=self.chat_template, add_generation_prompt=True
         )
-
-    def _encode(
-        self,
-        contexts: tuple[str, ...],
-        visuals: list[list[Image.Image]],
-        tasks: tuple[str, ...] | list[str],
-        doc_ids: tuple[int, ...] | list[int],
-    ) -> dict[str, torch.Tensor]:
-        """:meth:`HimapLlava._encode`, less ``mm_token_type_ids``: the engine builds those itself (no video)."""
-        inputs = super()._encode(contexts, visuals, tasks, doc_ids)
-        inputs.pop("mm_token_type_ids", None)
-        return inputs
