@@ -8,6 +8,7 @@ checks stay fast.
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -114,3 +115,15 @@ def model_backend(model: str) -> str:
         return BACKENDS.get(model_type, DEFAULT_BACKEND)
     ((_, preset),) = load_presets(MODEL_PRESETS, "model", (model,)).items()
     return preset.get(BACKEND_KEY, DEFAULT_BACKEND)
+
+
+def add_presets_file_option(parser: argparse.ArgumentParser) -> None:
+    """``--presets-file FILE`` (repeatable): a user's method presets besides ``configs/methods.yaml``, as the sweep
+    and the cost benchmark both take them (:func:`method_presets` reads them)."""
+    parser.add_argument(
+        "--presets-file",
+        action="append",
+        default=[],
+        type=Path,
+        help="a YAML file of more method presets (e.g. for a method from another package); repeatable",
+    )

@@ -19,6 +19,7 @@ import torch
 
 from himap_lmms.bench import DEFAULT_METHODS, BenchSettings, markdown, run_benchmark, write_outputs
 from himap_lmms.model_shapes import LLAVA_SHAPES
+from himap_lmms.presets import add_presets_file_option
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,13 +51,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, Path]:
     parser.add_argument(
         "--methods", default=",".join(DEFAULT_METHODS), help="comma-separated presets of configs/methods.yaml"
     )
-    parser.add_argument(
-        "--presets-file",
-        action="append",
-        default=[],
-        type=Path,
-        help="a YAML file of more method presets (e.g. for a method from another package); repeatable",
-    )
+    add_presets_file_option(parser)
     parser.add_argument(
         "--fastv-pairs",
         action=argparse.BooleanOptionalAction,

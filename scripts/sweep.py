@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from himap_lmms.presets import REPO, method_presets, resolve_model
+from himap_lmms.presets import REPO, add_presets_file_option, method_presets, resolve_model
 from himap_lmms.sweep import EXIT_STORAGE, SweepPlan, check_writable, lmms_eval_config, report, run_sweep
 from himap_lmms.sweep_manifest import FAILED, INTERRUPTED, NOT_RUN
 from himap_lmms.task_data import check_data_files
@@ -33,13 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="testbed", help="a preset of configs/models.yaml, or a checkpoint dir")
     parser.add_argument("--presets", default="vanilla,fastv_50,himap_ref", help="presets of configs/methods.yaml")
-    parser.add_argument(
-        "--presets-file",
-        action="append",
-        default=[],
-        type=Path,
-        help="a YAML file of more method presets (e.g. for a method from another package); repeatable",
-    )
+    add_presets_file_option(parser)
     parser.add_argument(
         "--tasks",
         default="scienceqa_img_himap_local,pope_synth,textvqa_synth",
