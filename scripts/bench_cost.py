@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/bench_cost.py --shape scaled --reference-style               # CPU, ~5 min on 2 cores
+    python scripts/bench_cost.py --shape scaled --reference-style               # CPU, ~20 min on 2 cores
     python scripts/bench_cost.py --shape 7b --device cuda --reference-style     # GPU, batch 1 and 8
 
 Writes bench.json, bench.md and bench.png to --out (default results/bench/<shape>-<device>/).
@@ -45,7 +45,9 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, Path]:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--batch-sizes", type=int_list, help="comma-separated; default 1,2 on the CPU, 1,8 on CUDA")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (each runs every method once)")
+    parser.add_argument(
+        "--repeats", type=int, default=BenchSettings.repeats, help="timed rounds (each runs every method once)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds after the counting pass")
     parser.add_argument("--new-tokens", type=int, default=8)
     parser.add_argument(

@@ -29,7 +29,7 @@ class GoalSet:
     end_to_end: float  # end-to-end speed-up with the run's new tokens >= this
     end_to_end_batches: tuple[str, ...] | None = None  # batch sizes the end-to-end goal applies to; None: all
     one_token_end_to_end: bool = False  # also hold a one-token answer (= the prefill) to ``end_to_end``
-    equal_flops_prefill: float | None = None  # prefill within this of FastV's at the same FLOPs ratio
+    equal_flops_prefill: float | None = None  # prefill at most this slower than FastV's at the same FLOPs
     flops_agreement: float | None = None  # counted vs formula FLOPs ratio, every method
     peak_memory_below_vanilla: bool = False
 
@@ -63,23 +63,14 @@ def check_goals(results: dict[str, Any], goal_set: GoalSet) -> list[dict[str, An
     met, what was measured."""
     checks: list[dict[str, Any]] = []
 
-    def check(goal: str, passed: bool, value: str) -> None:
-        checks.append({"goal": goal, "passed": bool(passed), "value": value})
+    def check(goal: str, passed: bool | None, value: str) -> None:
+        checks.append({"goal": goal, "passed": None if passed is None else bool(passed), "value": value})
 
     new_tokens = results["settings"]["new_tokens"]
     for batch, rows in results["batches"].items():
         if goal_set.equal_flops_prefill is not None:
             for name, pair in ((n, r["vs_equal_flops_fastv"]) for n, r in rows.items() if "vs_equal_flops_fastv" in r):
-                ratio, flops = pair["prefill_ratio"], (pair["flops_ratio"], pair["flops_ratio_partner"])
-                matched = abs(flops[0] - flops[1]) <= PAIR_FLOPS_TOLERANCE
-                check(
-                    f"batch {batch}: {name}'s prefill within {goal_set.equal_flops_prefill:.0%} of FastV's at the "
-                    f"same FLOPs ratio ({pair['partner']})",
-                    matched and abs(ratio["median"] - 1) <= goal_set.equal_flops_prefill,
-                    f"{ratio['median']:.3f}x FastV's [{ratio['min']:.3f}-{ratio['max']:.3f}] at FLOPs ratios "
-                    f"{flops[0]:.4f} / {flops[1]:.4f}; pruning overhead {100 * pair['overhead_share']:.2f} % vs "
-                    f"{100 * pair['overhead_share_partner']:.2f} % of the prefill",
-                )
+                check(*_equal_flops_check(batch, name, pair, goal_set.equal_flops_prefill))
         row = rows.get(REFERENCE)
         if row is not None:
             _check_reference(check, batch, row, rows.get("vanilla"), new_tokens, goal_set)
@@ -91,6 +82,45 @@ def check_goals(results: dict[str, Any], goal_set: GoalSet) -> list[dict[str, An
                 f"largest difference {100 * worst['counted_vs_formula']:+.4f} %",
             )
     return checks
+
+
+def _equal_flops_check(batch: str, name: str, pair: dict, tolerance: float) -> tuple[str, bool | None, str]:
+    """Whether ``name``'s prefill is at most ``tolerance`` slower than its equal-FLOPs FastV partner's: met when the
+    median ratio's interval lies at or below 1 + tolerance, missed when it lies above (or the FLOPs differ), and
+    undecided (None) when the interval straddles the limit: the rounds' noise is wider than the goal, and more
+    ``--repeats`` narrow it.
+
+    One-sided on purpose: the goal looks for a method's own overhead; a method faster than FastV at the same FLOPs
+    owes it to its schedule (fewer tokens in FastV's unpruned first layers), and its median below 1 shows it.
+    """
+    ratio, flops = pair["prefill_ratio"], (pair["flops_ratio"], pair["flops_ratio_partner"])
+    limit = 1 + tolerance
+    if abs(flops[0] - flops[1]) > PAIR_FLOPS_TOLERANCE:
+        passed: bool | None = False
+    elif ratio["high"] is not None and ratio["high"] <= limit:
+        passed = True
+    elif ratio["low"] is not None and ratio["low"] > limit:
+        passed = False
+    else:
+        passed = None
+    interval = (
+        f"{ratio['level']:.0%} interval {ratio['low']:.3f}-{ratio['high']:.3f}"
+        if ratio["low"] is not None
+        else f"too few rounds for a {ratio['level']:.0%} interval, range {ratio['min']:.3f}-{ratio['max']:.3f}"
+    )
+    return (
+        f"batch {batch}: {name}'s prefill at most {tolerance:.0%} slower than FastV's at the same FLOPs ratio "
+        f"({pair['partner']})",
+        passed,
+        f"{ratio['median']:.3f}x FastV's ({interval}, {ratio['rounds']} rounds) at FLOPs ratios "
+        f"{flops[0]:.4f} / {flops[1]:.4f}; pruning overhead {100 * pair['overhead_share']:.2f} % vs "
+        f"{100 * pair['overhead_share_partner']:.2f} % of the prefill",
+    )
+
+
+def verdict(goal: dict[str, Any]) -> str:
+    """``PASS``, ``MISS`` or ``UNSURE`` (the measurements' interval straddles the threshold) for one checked goal."""
+    return {True: "PASS", False: "MISS", None: "UNSURE"}[goal["passed"]]
 
 
 def _check_reference(check, batch: str, row: dict, vanilla: dict | None, new_tokens: int, goal_set: GoalSet) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import matplotlib
 import pandas as pd
 
-from himap_lmms.bench.goals import goal_set_for
+from himap_lmms.bench.goals import goal_set_for, verdict
 from himap_lmms.bench.settings import REFERENCE
 from himap_lmms.model_shapes import PREFIX_TOKENS, TEXT_TOKENS
 
@@ -40,6 +40,10 @@ def _table(rows: list[dict[str, str]]) -> str:
 
 def _spread(values: dict[str, float], unit: str = "x", digits: int = 2) -> str:
     return f"{values['median']:.{digits}f}{unit} [{values['min']:.{digits}f}-{values['max']:.{digits}f}]"
+
+
+def _interval(ratio: dict[str, Any]) -> str:
+    return "n/a" if ratio["low"] is None else f"{ratio['low']:.3f}-{ratio['high']:.3f}"
 
 
 def _mib(n: float | None) -> str:
@@ -90,7 +94,8 @@ def markdown(results: dict[str, Any]) -> str:
                 "method": labels[name],
                 "FastV at its FLOPs": labels[p["partner"]],
                 "FLOPs ratio method / FastV": f"{p['flops_ratio']:.4f} / {p['flops_ratio_partner']:.4f}",
-                "prefill time / FastV's": _spread(p["prefill_ratio"], "", 3),
+                "prefill time / FastV's [range]": _spread(p["prefill_ratio"], "", 3),
+                "median's interval": _interval(p["prefill_ratio"]),
                 "pruning overhead method / FastV": (
                     f"{100 * p['overhead_share']:.2f} % / {100 * p['overhead_share_partner']:.2f} %"
                 ),
@@ -101,7 +106,8 @@ def markdown(results: dict[str, Any]) -> str:
         if paired:
             lines += [
                 "At equal FLOPs: each method against FastV from K=2 at its FLOPs ratio (swiglu formula), timed in the "
-                "same rounds; prefill time ratios are paired within a round.",
+                "same rounds; prefill time ratios are paired within a round, and the median's interval is the sign "
+                "test's (95 %, distribution-free; none under 6 rounds).",
                 "",
             ]
             lines += [_table(paired), ""]
@@ -140,7 +146,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"HiMAP reference {himap_s:.3f} s; end-to-end speed-up {_spread(ref['speedup_total'])}, first token "
             f"{_spread(ref['speedup_first_token'])}.{ours_text}",
         ]
-    goal_lines = [f"{'PASS' if g['passed'] else 'MISS'}  {g['goal']}: {g['value']}" for g in results["goals"]]
+    goal_lines = [f"{verdict(g)}  {g['goal']}: {g['value']}" for g in results["goals"]]
     lines += ["", "## Goals", "", "```", *(goal_lines or [f"none checked: {REFERENCE} did not run"]), "```"]
     return "\n".join(lines) + "\n"
 

@@ -129,7 +129,7 @@ class BenchSettings:
     device: str = "cpu"
     dtype: str = "bfloat16"
     batch_sizes: tuple[int, ...] = (1, 2)
-    repeats: int = 5
+    repeats: int = 9  # the fewest rounds whose median interval (95 %) drops the two extremes
     warmup: int = 1
     new_tokens: int = 8
     reference_style: bool = False

@@ -3,6 +3,7 @@ against an equal-FLOPs FastV); the goals they are held to are in :mod:`himap_lmm
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -13,8 +14,41 @@ from himap_lmms.pruning import PRUNING_LABELS
 Runs = dict[str, list[dict[str, float]]]
 
 
+INTERVAL_LEVEL = 0.95
+
+
 def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def median_interval(values: list[float], level: float = INTERVAL_LEVEL) -> tuple[float, float] | None:
+    """The sign test's distribution-free interval for the median of ``values``: the k-th smallest and k-th largest
+    value, for the largest k at which a fair coin shows fewer than k heads in ``len(values)`` tosses with
+    probability at most (1 - level) / 2. None when even k = 1 (the range) covers less than ``level``: fewer than 6
+    values at 95 %.
+
+    Rounds on a shared machine are not normally distributed (another job slows a few of them a lot), which this
+    interval does not assume; it needs only that rounds are independent.
+    """
+    n, tail = len(values), (1 - level) / 2
+    below = 0.0  # P(fewer than k heads), k = 1, 2, ...
+    k = 0
+    while k < n // 2:
+        below += math.comb(n, k) / 2**n
+        if below > tail:
+            break
+        k += 1
+    if k == 0:
+        return None
+    ordered = sorted(values)
+    return ordered[k - 1], ordered[n - k]
+
+
+def paired_ratio(values: list[float], level: float = INTERVAL_LEVEL) -> dict[str, Any]:
+    """Median, range and the median's interval (:func:`median_interval`) of within-round ratios."""
+    interval = median_interval(values, level)
+    low, high = interval if interval else (None, None)
+    return spread(values) | {"low": low, "high": high, "level": level, "rounds": len(values)}
 
 
 def summarise_batch(
@@ -82,7 +116,7 @@ def summarise_batch(
             "partner": partner,
             "flops_ratio": rows[name]["flops_ratio_formula_swiglu"],
             "flops_ratio_partner": rows[partner]["flops_ratio_formula_swiglu"],
-            "prefill_ratio": spread([m["prefill"] / f["prefill"] for m, f in zip(timed[name], timed[partner])]),
+            "prefill_ratio": paired_ratio([m["prefill"] / f["prefill"] for m, f in zip(timed[name], timed[partner])]),
             "overhead_share": rows[name]["overhead_share"]["median"],
             "overhead_share_partner": rows[partner]["overhead_share"]["median"],
         }
