@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/bench_cost.py --shape scaled --reference-style               # CPU, ~20 min on 2 cores
+    python scripts/bench_cost.py --shape scaled --reference-style               # CPU, batch 1 and 2, ~30 min on 2 cores
     python scripts/bench_cost.py --shape 7b --device cuda --reference-style     # GPU, batch 1 and 8
 
 Writes bench.json, bench.md and bench.png to --out (default results/bench/<shape>-<device>/).
@@ -11,13 +11,14 @@ Writes bench.json, bench.md and bench.png to --out (default results/bench/<shape
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from himap_lmms.bench import DEFAULT_METHODS, BenchSettings, markdown, run_benchmark, write_outputs
+from himap_lmms.bench import DEFAULT_METHODS, BenchSettings, markdown, reassess, run_benchmark, write_outputs
 from himap_lmms.model_shapes import LLAVA_SHAPES
 from himap_lmms.presets import add_presets_file_option
 
@@ -39,7 +40,19 @@ def device_slug(device: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(torch.device(device)).lower()).strip("-")
 
 
-def parse_args(argv: list[str] | None) -> tuple[BenchSettings, Path]:
+def read_results(path: Path) -> dict[str, Any]:
+    """A ``bench.json`` written by this script; anything else is an argparse error that names the file."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise argparse.ArgumentTypeError(f"--report {path}: cannot read it as JSON ({error})") from None
+    if not isinstance(results, dict) or not {"settings", "batches"} <= set(results):
+        raise argparse.ArgumentTypeError(f"--report {path}: not a bench.json (no settings and batches)")
+    return results
+
+
+def parse_args(argv: list[str] | None) -> tuple[BenchSettings | dict[str, Any], Path]:
+    """The run's settings and its output folder; with ``--report``, the recorded results to reassess instead."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(LLAVA_SHAPES), default="scaled")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -67,7 +80,19 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, Path]:
     # barrier for the one whose core another job holds. On a dedicated machine, pass --threads <cores>.
     parser.add_argument("--threads", type=int, help="torch threads; default 1 on the CPU, torch's on CUDA")
     parser.add_argument("--out", type=Path, help="default results/bench/<shape>-<device>/")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="BENCH_JSON",
+        help="run nothing: recompute the equal-FLOPs comparisons and goals of a recorded run from its rounds and "
+        "rewrite its bench.md, bench.png and bench.json (in its folder unless --out)",
+    )
     args = parser.parse_args(argv)
+    if args.report is not None:
+        try:
+            return read_results(args.report), args.out or args.report.parent
+        except argparse.ArgumentTypeError as error:
+            parser.error(str(error))
     cuda = args.device.startswith("cuda")
     try:
         settings = BenchSettings(
@@ -91,8 +116,8 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings, Path]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    settings, out = parse_args(argv)
-    results = run_benchmark(settings)
+    job, out = parse_args(argv)
+    results = reassess(job) if isinstance(job, dict) else run_benchmark(job)
     write_outputs(results, out)
     print(markdown(results))
     print(f"written to {out}")

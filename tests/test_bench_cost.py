@@ -26,6 +26,7 @@ from himap_lmms.bench import (
     BenchSettings,
     LiveTensorMemory,
     bench_methods,
+    reassess,
     run_benchmark,
     write_outputs,
 )
@@ -325,3 +326,44 @@ def test_arguments_fill_the_settings(cli, tmp_path) -> None:
     mine.write_text("fastv_90: {method: fastv, k: 2, ratio: 0.9}\n")
     settings, _ = cli["parse_args"](["--methods", "vanilla,fastv_90", "--presets-file", str(mine)])
     assert settings.preset_files == (str(mine.resolve()),) and settings.methods == ("vanilla", "fastv_90")
+
+
+def test_reassess_recomputes_the_pairs_and_goals_from_the_recorded_rounds(bench) -> None:
+    results, _ = bench
+    recorded = json.loads(json.dumps(results))
+    for rows in recorded["batches"].values():  # as a file written before the interval existed would read
+        for row in rows.values():
+            if "vs_equal_flops_fastv" in row:
+                row["vs_equal_flops_fastv"]["prefill_ratio"] = {"median": 0.0}
+    recorded["goals"] = []
+    reassessed = reassess(recorded)
+    assert reassessed["batches"] == json.loads(json.dumps(results["batches"]))
+    assert reassessed["goals"] == results["goals"]
+    # computed from the rounds, not copied: a method twice as slow in its round is twice its partner's time
+    name = PAIRED_AT_TINY[0]
+    rows = recorded["batches"][str(BATCHES[0])]
+    rows[name]["raw"] = [run | {"prefill": 2 * run["prefill"]} for run in rows[name]["raw"]]
+    before = results["batches"][str(BATCHES[0])][name]["vs_equal_flops_fastv"]["prefill_ratio"]["median"]
+    after = reassess(recorded)["batches"][str(BATCHES[0])][name]["vs_equal_flops_fastv"]["prefill_ratio"]["median"]
+    assert after == pytest.approx(2 * before)
+
+
+def test_report_rewrites_a_recorded_run_without_running(bench, cli, monkeypatch, tmp_path) -> None:
+    results, out = bench
+    monkeypatch.setitem(cli["main"].__globals__, "run_benchmark", lambda settings: pytest.fail("it ran"))
+    cli["main"](["--report", str(out / "bench.json"), "--out", str(tmp_path)])
+    assert (tmp_path / "bench.md").read_text() == (out / "bench.md").read_text()
+    assert json.loads((tmp_path / "bench.json").read_text())["goals"] == results["goals"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot read it as JSON"), ("{", "cannot read it as JSON"), ('{"a": 1}', "not a bench.json")],
+)
+def test_report_of_a_bad_file_names_it(cli, capsys, tmp_path, content: str | None, message: str) -> None:
+    path = tmp_path / "bench.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit):
+        cli["main"](["--report", str(path)])
+    assert f"--report {path}: {message}" in capsys.readouterr().err

@@ -7,7 +7,7 @@ own cost is read from the engine's ``torch.profiler`` labels.
 
 from himap_lmms.bench.measure import LiveTensorMemory
 from himap_lmms.bench.report import markdown, write_outputs
-from himap_lmms.bench.run import run_benchmark
+from himap_lmms.bench.run import reassess, run_benchmark
 from himap_lmms.bench.settings import DEFAULT_METHODS, REFERENCE, BenchSettings, bench_methods, check_device
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "bench_methods",
     "check_device",
     "markdown",
+    "reassess",
     "run_benchmark",
     "write_outputs",
 ]

@@ -27,7 +27,7 @@ from himap_lmms.bench.settings import (
     bench_methods,
     wants_fastv_partner,
 )
-from himap_lmms.bench.summary import spread, summarise_batch
+from himap_lmms.bench.summary import equal_flops_pair, spread, summarise_batch
 from himap_lmms.model_shapes import LLAVA_SHAPES, LlavaShape, build_random_llava, prompt_inputs
 
 
@@ -101,6 +101,24 @@ def _run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     results["goal_set"] = goal_set_for(settings.device).name
     results["goals"] = check_goals(results, goal_set_for(settings.device))
     return results
+
+
+def reassess(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` (a ``bench.json``) with its equal-FLOPs comparisons and goals recomputed from the rounds it
+    recorded, by this version's rules; no measurement changes. A run made before a rule changed is read again
+    rather than rerun (and a rerun on a noisier day would not measure the same thing)."""
+    batches = {
+        batch: {
+            name: row | {"vs_equal_flops_fastv": equal_flops_pair(rows, name, row["vs_equal_flops_fastv"]["partner"])}
+            if "vs_equal_flops_fastv" in row
+            else row
+            for name, row in rows.items()
+        }
+        for batch, rows in results["batches"].items()
+    }
+    goal_set = goal_set_for(results["settings"]["device"])
+    reassessed = results | {"batches": batches, "goal_set": goal_set.name}
+    return reassessed | {"goals": check_goals(reassessed, goal_set)}
 
 
 def run_reference_style(

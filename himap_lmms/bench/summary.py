@@ -112,12 +112,19 @@ def summarise_batch(
             "raw_profiled": profiles,
         }
     for name, partner in pairs.items():
-        rows[name]["vs_equal_flops_fastv"] = {
-            "partner": partner,
-            "flops_ratio": rows[name]["flops_ratio_formula_swiglu"],
-            "flops_ratio_partner": rows[partner]["flops_ratio_formula_swiglu"],
-            "prefill_ratio": paired_ratio([m["prefill"] / f["prefill"] for m, f in zip(timed[name], timed[partner])]),
-            "overhead_share": rows[name]["overhead_share"]["median"],
-            "overhead_share_partner": rows[partner]["overhead_share"]["median"],
-        }
+        rows[name]["vs_equal_flops_fastv"] = equal_flops_pair(rows, name, partner)
     return rows
+
+
+def equal_flops_pair(rows: dict[str, dict[str, Any]], name: str, partner: str) -> dict[str, Any]:
+    """``name``'s row against its equal-FLOPs FastV ``partner``'s: FLOPs ratios, overheads, and the prefill ratio
+    of each round (its ``raw`` times, round i against round i), so it can be recomputed from a ``bench.json``."""
+    mine, theirs = rows[name], rows[partner]
+    return {
+        "partner": partner,
+        "flops_ratio": mine["flops_ratio_formula_swiglu"],
+        "flops_ratio_partner": theirs["flops_ratio_formula_swiglu"],
+        "prefill_ratio": paired_ratio([m["prefill"] / f["prefill"] for m, f in zip(mine["raw"], theirs["raw"])]),
+        "overhead_share": mine["overhead_share"]["median"],
+        "overhead_share_partner": theirs["overhead_share"]["median"],
+    }
