@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/bench_cost.py --shape scaled --reference-style               # CPU, batch 1 and 2, ~30 min on 2 cores
+    python scripts/bench_cost.py --shape scaled --reference-style               # CPU, batch 1 and 2, 9 rounds
     python scripts/bench_cost.py --shape 7b --device cuda --reference-style     # GPU, batch 1 and 8
 
 Writes bench.json, bench.md and bench.png to --out (default results/bench/<shape>-<device>/).
@@ -41,13 +41,13 @@ def device_slug(device: str) -> str:
 
 
 def read_results(path: Path) -> dict[str, Any]:
-    """A ``bench.json`` written by this script; anything else is an argparse error that names the file."""
+    """A ``bench.json`` written by this script; anything else is a ValueError that names the file."""
     try:
         results = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise argparse.ArgumentTypeError(f"--report {path}: cannot read it as JSON ({error})") from None
+        raise ValueError(f"--report {path}: cannot read it as JSON ({error})") from None
     if not isinstance(results, dict) or not {"settings", "batches"} <= set(results):
-        raise argparse.ArgumentTypeError(f"--report {path}: not a bench.json (no settings and batches)")
+        raise ValueError(f"--report {path}: not a bench.json (no settings and batches)")
     return results
 
 
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None) -> tuple[BenchSettings | dict[str, Any], 
     if args.report is not None:
         try:
             return read_results(args.report), args.out or args.report.parent
-        except argparse.ArgumentTypeError as error:
+        except ValueError as error:
             parser.error(str(error))
     cuda = args.device.startswith("cuda")
     try:

@@ -2,9 +2,9 @@
 
 The cost benchmark times each method against FastV at the same FLOPs ratio. When a method is slower there, this
 tells how much of it is the schedule's shape on this hardware rather than the method's own work: the random-weight
-model's decoder layers run a prompt at each schedule's token counts (tokens sliced away before a layer, nothing
-scored, no cache), the two schedules interleaved in A-B-B-A rounds, and the median ratio of a round's times comes
-with its 95 % interval (the sign test's, as the benchmark's). Usage::
+model's decoder layers (bf16, on the CPU, as the CPU benchmark) run a prompt at each schedule's token counts (tokens
+sliced away before a layer, nothing scored, no cache), the two schedules interleaved in A-B-B-A rounds, and the
+median ratio of a round's times comes with its 95 % interval (the sign test's, as the benchmark's). Usage::
 
     python scripts/bench_schedule.py --preset pdrop_25 --shape scaled --rounds 30
 """
@@ -17,10 +17,10 @@ import time
 import torch
 from tqdm import tqdm
 
-from himap_lmms.bench.settings import PAIR_PREFIX, bench_methods, method_configs
+from himap_lmms.bench.settings import PAIR_PREFIX, bench_methods, method_configs, prompt_tokens_per_layer
 from himap_lmms.bench.summary import paired_ratio
 from himap_lmms.compat import call_decoder_layer, language_model_of
-from himap_lmms.model_shapes import LLAVA_SHAPES, PREFIX_TOKENS, TEXT_TOKENS, LlavaShape, build_random_llava
+from himap_lmms.model_shapes import LLAVA_SHAPES, LlavaShape, build_random_llava
 
 
 def schedules(preset: str, shape: LlavaShape) -> dict[str, list[int]]:
@@ -28,11 +28,7 @@ def schedules(preset: str, shape: LlavaShape) -> dict[str, list[int]]:
     methods = bench_methods((preset,), shape, fastv_pairs=True)
     if PAIR_PREFIX + preset not in methods:
         raise ValueError(f"preset {preset!r} has no equal-FLOPs FastV partner at the {shape.name} shape")
-    text = PREFIX_TOKENS + TEXT_TOKENS
-    return {
-        name: [text + n for n in method.config.image_tokens_per_layer(shape.num_image_tokens, shape.layers)]
-        for name, method in methods.items()
-    }
+    return {name: prompt_tokens_per_layer(method.config, shape) for name, method in methods.items()}
 
 
 @torch.inference_mode()

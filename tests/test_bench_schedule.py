@@ -27,7 +27,9 @@ def test_schedules_are_the_presets_and_its_partners_at_equal_flops(cli) -> None:
     counts = cli["schedules"]("pdrop_25", TINY)
     method, partner = counts["pdrop_25"], counts[PAIR_PREFIX + "pdrop_25"]
     text = PREFIX_TOKENS + TEXT_TOKENS
-    assert method == [text + n for n in method_configs()["pdrop_25"].image_tokens_per_layer(576, TINY.layers)]
+    assert method == [
+        text + n for n in method_configs()["pdrop_25"].image_tokens_per_layer(TINY.num_image_tokens, TINY.layers)
+    ]
     assert len(set(method)) == 4 and partner[:2] == [PROMPT, PROMPT] and len(set(partner[2:])) == 1
 
     def ratio(tokens: list[int]) -> float:

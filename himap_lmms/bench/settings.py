@@ -62,11 +62,20 @@ def method_configs(preset_files: Iterable[str] = ()) -> dict[str, PruningConfig]
 def formula_flops_ratio(config: PruningConfig, shape: LlavaShape, convention: Convention = PAIR_CONVENTION) -> float:
     """The prefill FLOPs ratio of ``config`` on the benchmark's prompt at ``shape``, by the formula, from the
     schedule alone."""
-    text, image = PREFIX_TOKENS + TEXT_TOKENS, shape.num_image_tokens
-    tokens = [text + n for n in config.image_tokens_per_layer(image, shape.layers)]
     return prefill_cost(
-        tokens, shape.hidden, shape.intermediate, convention, prompt_tokens=text + image, kv_hidden=shape.kv_hidden
+        prompt_tokens_per_layer(config, shape),
+        shape.hidden,
+        shape.intermediate,
+        convention,
+        prompt_tokens=PREFIX_TOKENS + TEXT_TOKENS + shape.num_image_tokens,
+        kv_hidden=shape.kv_hidden,
     ).flops_ratio
+
+
+def prompt_tokens_per_layer(config: PruningConfig, shape: LlavaShape) -> list[int]:
+    """Tokens each decoder layer of ``shape`` runs on the benchmark's prompt under ``config``'s schedule."""
+    text = PREFIX_TOKENS + TEXT_TOKENS
+    return [text + n for n in config.image_tokens_per_layer(shape.num_image_tokens, shape.layers)]
 
 
 def wants_fastv_partner(config: PruningConfig) -> bool:
